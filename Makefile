@@ -1,0 +1,33 @@
+# make demo : create .venv if missing, install, run the demo on bundled data
+# make test : create .venv if missing, install, run the whole test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch/torchvision pair installed explicitly (the CPU-only torch on some
+# machines has no matching torchvision); aarch64 gets the CPU build pair.
+ifeq ($(shell uname -m),aarch64)
+TORCH_PKGS ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
+endif
+STAMP := $(VENV)/.kd_plugins_installed
+
+.PHONY: install demo test clean
+install: $(STAMP)
+
+$(STAMP): setup.py Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PKGS)
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -c "import kd_plugins, mmrazor, mmpretrain; print('kd_plugins', kd_plugins.__version__, 'installed')"
+	touch $@
+
+demo: install
+	$(PY) tools/demo.py
+
+test: install
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf work_dirs .pytest_cache

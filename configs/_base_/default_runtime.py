@@ -1,0 +1,32 @@
+# Runtime shared by every kd_plugins config.
+# `custom_imports` registers kd_plugins (and applies its compat fixes) in any
+# entry point that reads the config, mmpretrain's own tools/train.py included.
+custom_imports = dict(imports=['kd_plugins'], allow_failed_imports=False)
+default_scope = 'mmpretrain'
+
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=100),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3,
+                    save_best='auto'),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='VisualizationHook', enable=False),
+)
+# Re-seed python/numpy/torch at every epoch start from (seed, epoch), so that
+# `--resume` continues exactly like an uninterrupted run.
+custom_hooks = [dict(type='EpochSeedHook', priority='VERY_HIGH')]
+
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    # kd_plugins.compat switches to gloo when no GPU is present.
+    dist_cfg=dict(backend='nccl'),
+)
+
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='UniversalVisualizer', vis_backends=vis_backends)
+log_level = 'INFO'
+load_from = None
+resume = False
+randomness = dict(seed=0, deterministic=False)

@@ -1,0 +1,13 @@
+# Short schedule for the bundled Digits data set (23 iterations per epoch).
+optim_wrapper = dict(
+    optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4,
+                   nesterov=True))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=1, eta_min=1e-4),
+]
+train_cfg = dict(by_epoch=True, max_epochs=12, val_interval=4)
+val_cfg = dict()
+test_cfg = dict()
+auto_scale_lr = dict(base_batch_size=64)

@@ -1,0 +1,15 @@
+"""kd_plugins: knowledge-distillation methods for OpenMMLab classification.
+
+``compat`` is imported first: it fixes the known breakages of the pinned
+stack (mmrazor 1.0.0 on torch >= 2.1 and mmpretrain, weights-only resume,
+CPU launchers) before anything imports mmrazor.
+"""
+from . import compat  # noqa: F401  (must stay first)
+
+import mmrazor.models  # noqa: F401,E402  registers mmrazor's distillers
+
+from . import datasets  # noqa: F401,E402
+from . import engine  # noqa: F401,E402
+from .version import __version__  # noqa: E402
+
+__all__ = ['__version__']

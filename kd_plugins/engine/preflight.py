@@ -1,0 +1,98 @@
+"""Checks run before any model or data set is built.
+
+A misconfigured run should fail in seconds with a message that names the
+problem and the fix, not after an hour of data loading. ``tools/train.py``
+and ``tools/test.py`` call :func:`preflight` on the merged config.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from typing import Iterator
+
+from mmengine.config import Config
+
+
+class PreflightError(RuntimeError):
+    """A configuration problem found before training starts."""
+
+
+# What each standard data set expects below its ``data_root``.
+DATA_LAYOUTS = {
+    'ImageNet': (
+        'ImageNet-1k in mmpretrain layout: {root}/train/<wnid>/*.JPEG and '
+        '{root}/val/<wnid>/*.JPEG (or {root}/val/*.JPEG with '
+        '{root}/meta/val.txt). See https://mmpretrain.readthedocs.io/en/'
+        'latest/user_guides/dataset_prepare.html#imagenet'),
+    'CIFAR100': (
+        'CIFAR-100, python version: {root}/cifar-100-python/train, '
+        '{root}/cifar-100-python/test and {root}/cifar-100-python/meta '
+        '(extract cifar-100-python.tar.gz into {root})'),
+    'CIFAR10': (
+        'CIFAR-10, python version: {root}/cifar-10-batches-py/data_batch_1..5,'
+        ' test_batch and batches.meta (extract cifar-10-python.tar.gz)'),
+    'CustomDataset': (
+        'an image folder: {root}/<class_name>/<image files> (or an ann_file '
+        'listing "path label" lines)'),
+}
+
+
+def _dataset_cfgs(cfg: Config) -> Iterator[tuple[str, dict]]:
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(key)
+        if not loader or not isinstance(loader, dict):
+            continue
+        ds = loader.get('dataset')
+        # dataset wrappers (RepeatDataset, ClassBalancedDataset...)
+        while isinstance(ds, dict) and 'dataset' in ds:
+            ds = ds['dataset']
+        if isinstance(ds, dict):
+            yield key, ds
+
+
+def check_data(cfg: Config, keys: tuple[str, ...] | None = None) -> None:
+    """Fail fast when a file-based data set's ``data_root`` is missing/empty.
+
+    Args:
+        cfg: the full run config.
+        keys: restrict to these dataloaders (e.g. ``('test_dataloader',)``).
+    """
+    for key, ds in _dataset_cfgs(cfg):
+        if keys is not None and key not in keys:
+            continue
+        ds_type = str(ds.get('type', '')).split('.')[-1]
+        root = ds.get('data_root') or ''
+        if ds_type not in DATA_LAYOUTS or not root:
+            continue
+        if osp.isdir(root) and os.listdir(root):
+            continue
+        what = 'does not exist' if not osp.exists(root) else 'is empty'
+        layout = DATA_LAYOUTS[ds_type].format(root=root.rstrip('/'))
+        raise PreflightError(
+            f'{key}: data_root {root!r} of the {ds_type} data set {what}.\n'
+            f'  Expected: {layout}.\n'
+            f'  Fix: put the data there (a symlink is fine: '
+            f'ln -s /path/to/data {root.rstrip("/")}), or point the config at '
+            f'it: --cfg-options {key}.dataset.data_root=/path/to/data')
+
+
+def check_teacher_ckpt(cfg: Config) -> None:
+    """A local ``teacher_ckpt`` must exist before the run starts."""
+    model = cfg.get('model') or {}
+    ckpt = model.get('teacher_ckpt') if isinstance(model, dict) else None
+    if not ckpt or '://' in str(ckpt):
+        return
+    if not osp.isfile(ckpt):
+        raise PreflightError(
+            f'model.teacher_ckpt {ckpt!r} does not exist.\n'
+            f'  Fix: train the teacher first (see README) or pass its '
+            f'checkpoint: --cfg-options model.teacher_ckpt=/path/to/teacher.pth')
+
+
+def preflight(cfg: Config, mode: str = 'train') -> None:
+    """Run every check for ``mode`` ('train' or 'test')."""
+    if mode == 'train':
+        check_data(cfg, ('train_dataloader', 'val_dataloader'))
+        check_teacher_ckpt(cfg)
+    else:
+        check_data(cfg, ('test_dataloader',))

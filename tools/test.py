@@ -1,0 +1,64 @@
+"""Evaluate a checkpoint on the test split (mmpretrain's CLI).
+
+    python tools/test.py CONFIG CHECKPOINT [--out results.pkl] [--work-dir D]
+"""
+from __future__ import annotations
+
+import argparse
+import os.path as osp
+
+from _common import (Config, add_common_args, build_runner,
+                     default_dataloader_cfgs, set_local_rank, set_work_dir)
+
+from kd_plugins.engine import preflight
+from kd_plugins.engine.preflight import PreflightError
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test a checkpoint')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', help='dump predictions to this pickle file')
+    parser.add_argument('--amp', action='store_true',
+                        help='test with automatic mixed precision')
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    set_local_rank(args)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    set_work_dir(cfg, args)
+    if not osp.isfile(args.checkpoint):
+        raise PreflightError(
+            f'checkpoint {args.checkpoint!r} does not exist.\n'
+            '  Fix: pass the .pth written by tools/train.py '
+            '(e.g. work_dirs/<config>/epoch_N.pth).')
+    cfg.load_from = args.checkpoint
+    if args.amp:
+        cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
+    default_dataloader_cfgs(cfg)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.out:
+        cfg.test_evaluator = list(cfg.test_evaluator) if isinstance(
+            cfg.test_evaluator, (list, tuple)) else [cfg.test_evaluator]
+        cfg.test_evaluator.append(dict(type='DumpResults',
+                                       out_file_path=args.out))
+    # A distiller's teacher is not needed to test: its student is evaluated
+    # and the weights come from the checkpoint.
+    if isinstance(cfg.get('model'), dict) and cfg.model.get('teacher_ckpt'):
+        cfg.model.teacher_ckpt = None
+    preflight(cfg, mode='test')
+    runner = build_runner(cfg)
+    return runner.test()
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except PreflightError as err:
+        raise SystemExit(f'kd_plugins: {err}')

@@ -1,0 +1,97 @@
+"""Train a model or a distiller from a config (mmpretrain's CLI).
+
+    python tools/train.py configs/demo/kd_digits.py
+    python tools/train.py CONFIG --resume            # auto: latest in work_dir
+    python tools/train.py CONFIG --amp bf16 --cfg-options model.teacher_ckpt=T.pth
+"""
+from __future__ import annotations
+
+import argparse
+
+from _common import (Config, add_common_args, build_runner,
+                     default_dataloader_cfgs, set_local_rank, set_work_dir)
+
+from kd_plugins.engine import preflight
+from kd_plugins.engine.preflight import PreflightError
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a model / distiller')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from this checkpoint, or without a value (or "auto") '
+        'from the latest checkpoint in the work directory')
+    parser.add_argument(
+        '--amp', nargs='?', const='fp16', choices=['fp16', 'bf16'],
+        help='automatic mixed precision (default fp16; bf16 recommended on '
+        'Ampere and newer GPUs)')
+    parser.add_argument('--no-validate', action='store_true',
+                        help='do not evaluate checkpoints during training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by actual / base batch size')
+    parser.add_argument('--no-pin-memory', action='store_true')
+    parser.add_argument('--no-persistent-workers', action='store_true')
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    set_local_rank(args)
+    return args
+
+
+def merge_args(cfg: Config, args) -> Config:
+    if args.no_validate:
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+    cfg.launcher = args.launcher
+    set_work_dir(cfg, args)
+    if args.amp:
+        import torch
+        if not torch.cuda.is_available():
+            raise PreflightError(
+                f'--amp {args.amp} was requested but no CUDA device is '
+                'available; mixed precision needs a GPU here.\n'
+                '  Fix: drop --amp to train in fp32 on this machine.')
+        if args.amp == 'bf16' and not torch.cuda.is_bf16_supported():
+            raise PreflightError(
+                '--amp bf16 was requested but this GPU has no bf16 support.'
+                '\n  Fix: use --amp fp16.')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        if args.amp == 'bf16':
+            cfg.optim_wrapper.dtype = 'bfloat16'
+        else:
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+    if args.auto_scale_lr:
+        cfg.auto_scale_lr.enable = True
+    default_dataloader_cfgs(cfg)
+    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if cfg.get(field, None) is None:
+            continue
+        if args.no_pin_memory:
+            cfg[field].pin_memory = False
+        if args.no_persistent_workers:
+            cfg[field].persistent_workers = False
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = merge_args(Config.fromfile(args.config), args)
+    preflight(cfg, mode='train')
+    runner = build_runner(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except PreflightError as err:
+        raise SystemExit(f'kd_plugins: {err}')

@@ -39,6 +39,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -181,15 +182,29 @@ def _patch_safe_globals() -> None:
 # ---------------------------------------------------------------------------
 # 4. init_dist without a GPU (gloo) and with one (nccl)
 # ---------------------------------------------------------------------------
+def _first_slurm_host(node_list: str) -> str:
+    """First host of a slurm node list (``node[01-04],gpu7`` -> ``node01``)."""
+    if shutil.which('scontrol'):
+        out = subprocess.run(['scontrol', 'show', 'hostnames', node_list],
+                             capture_output=True, text=True)
+        hosts = out.stdout.split()
+        if out.returncode == 0 and hosts:
+            return hosts[0]
+    first = node_list.split(',')[0]
+    if '[' in first:  # expand the first range without scontrol
+        prefix, rng = first.split('[', 1)
+        start = rng.rstrip(']').split(',')[0].split('-')[0]
+        first = prefix + start
+    return first or '127.0.0.1'
+
+
 def _slurm_env() -> None:
     """Export torch.distributed env variables from slurm's (as mmengine)."""
     proc_id = int(os.environ['SLURM_PROCID'])
     ntasks = int(os.environ['SLURM_NTASKS'])
     node_list = os.environ['SLURM_NODELIST']
     if 'MASTER_ADDR' not in os.environ:
-        addr = subprocess.getoutput(
-            f'scontrol show hostname {node_list} | head -n1').strip()
-        os.environ['MASTER_ADDR'] = addr or '127.0.0.1'
+        os.environ['MASTER_ADDR'] = _first_slurm_host(node_list)
     os.environ.setdefault('MASTER_PORT', '29500')
     os.environ['WORLD_SIZE'] = str(ntasks)
     os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')

@@ -19,6 +19,8 @@ def parse_args(argv=None):
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out', help='dump predictions to this pickle file')
+    parser.add_argument('--dump-metrics', metavar='JSON',
+                        help='also write the metrics to this JSON file')
     parser.add_argument('--amp', action='store_true',
                         help='test with automatic mixed precision')
     add_common_args(parser)
@@ -54,7 +56,12 @@ def main(argv=None):
         cfg.model.teacher_ckpt = None
     preflight(cfg, mode='test')
     runner = build_runner(cfg)
-    return runner.test()
+    metrics = runner.test()
+    if args.dump_metrics:
+        import json
+        with open(args.dump_metrics, 'w') as f:
+            json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
+    return metrics
 
 
 if __name__ == '__main__':

@@ -1,0 +1,43 @@
+"""The ImageNet / CIFAR configs are complete and build."""
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from kd_plugins.engine.preflight import PreflightError, check_data
+from tests.conftest import ROOT
+
+
+def test_kd_r34_r18_in1k_builds_and_runs_a_step_on_tiny_images():
+    from mmrazor.registry import MODELS
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/kd_r34_r18_in1k.py'))
+    assert cfg.model.teacher_ckpt.startswith('https://download.openmmlab.com')
+    assert cfg.train_dataloader.batch_size * 8 == 512
+    assert cfg.optim_wrapper.optimizer.lr == 0.2
+    cfg.model.teacher_ckpt = None
+    model = MODELS.build(cfg.model)
+    from mmpretrain.structures import DataSample
+    data = dict(inputs=[torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+                        for _ in range(2)],
+                data_samples=[DataSample().set_gt_label(i) for i in (1, 7)])
+    data = model.data_preprocessor(data, True)
+    losses = model(**data, mode='loss')
+    assert set(losses) >= {'student.loss', 'distill.loss_kd'}
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.parametrize('base,needle', [
+    ('configs/_base_/datasets/cifar100.py', 'cifar-100-python'),
+    ('configs/_base_/datasets/imagenet.py', 'train/<wnid>'),
+])
+def test_dataset_bases_name_the_expected_layout(base, needle, tmp_path):
+    cfg = Config.fromfile(osp.join(ROOT, base))
+    cfg.train_dataloader.dataset.data_root = str(tmp_path / 'missing')
+    with pytest.raises(PreflightError, match='Fix') as err:
+        check_data(cfg)
+    assert needle in str(err.value)
+    (tmp_path / 'empty').mkdir()
+    cfg.train_dataloader.dataset.data_root = str(tmp_path / 'empty')
+    with pytest.raises(PreflightError, match='is empty'):
+        check_data(cfg)

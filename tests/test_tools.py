@@ -1,0 +1,136 @@
+"""End to end through tools/train.py and tools/test.py on Digits."""
+import json
+import os
+import os.path as osp
+import re
+import shutil
+
+import mmpretrain
+import pytest
+import torch
+
+from tests.conftest import ROOT, run_tool
+
+KD_CFG = 'configs/demo/kd_digits.py'
+
+
+def _last_val_top1(log: str) -> float:
+    vals = re.findall(r'Epoch\(val\) \[\d+\]\[\d+/\d+\]\s+accuracy/top1: '
+                      r'([0-9.]+)', log)
+    assert vals, 'no validation line in the log'
+    return float(vals[-1])
+
+
+def _state_dict(path):
+    return torch.load(path, map_location='cpu', weights_only=True)['state_dict']
+
+
+def test_teacher_trains_validates_and_tests(digits_teacher, tmp_path):
+    wd, ckpt, log = digits_teacher
+    val_top1 = _last_val_top1(log)
+    metrics = tmp_path / 'm.json'
+    run_tool(['tools/test.py', 'configs/demo/teacher_digits.py', ckpt,
+              '--work-dir', str(tmp_path), '--dump-metrics', str(metrics)])
+    test_top1 = json.loads(metrics.read_text())['accuracy/top1']
+    # the test split is the validation split: same model, same number
+    assert test_top1 == pytest.approx(val_top1, abs=1e-3)
+    assert test_top1 > 80.0  # 8 epochs on Digits; chance is 10 %
+
+
+def _kd_run(work_dir, teacher_ckpt, *extra):
+    return run_tool([
+        'tools/train.py', KD_CFG, '--work-dir', work_dir, *extra,
+        '--cfg-options', f'model.teacher_ckpt={teacher_ckpt}',
+        'train_cfg.max_epochs=3', 'train_cfg.val_interval=3'])
+
+
+def test_kd_student_resume_matches_uninterrupted_run(digits_teacher,
+                                                     tmp_path):
+    _, teacher_ckpt, _ = digits_teacher
+    full = str(tmp_path / 'full')
+    proc = _kd_run(full, teacher_ckpt)
+    assert 'distill.loss_kd' in proc.stdout + proc.stderr
+    # Simulate a run that stopped after epoch 2: same files, epoch 3 gone.
+    part = str(tmp_path / 'part')
+    shutil.copytree(full, part)
+    os.remove(osp.join(part, 'epoch_3.pth'))
+    with open(osp.join(part, 'last_checkpoint'), 'w') as f:
+        f.write(osp.join(part, 'epoch_2.pth'))
+    proc = _kd_run(part, teacher_ckpt, '--resume', 'auto')
+    log = proc.stdout + proc.stderr
+    assert 'resumed epoch: 2' in log
+    a = _state_dict(osp.join(full, 'epoch_3.pth'))
+    b = _state_dict(osp.join(part, 'epoch_3.pth'))
+    assert a.keys() == b.keys()
+    student = [k for k in a if k.startswith('architecture.')]
+    assert student
+    for k in a:
+        assert torch.equal(a[k], b[k]), f'{k} differs after resume'
+
+
+def test_resume_from_explicit_path(digits_teacher, tmp_path):
+    _, teacher_ckpt, _ = digits_teacher
+    wd = str(tmp_path / 'kd')
+    _kd_run(wd, teacher_ckpt)
+    proc = _kd_run(str(tmp_path / 'kd2'), teacher_ckpt, '--resume',
+                   osp.join(wd, 'epoch_2.pth'))
+    assert 'resumed epoch: 2' in proc.stdout + proc.stderr
+
+
+def test_config_runs_with_mmpretrain_shipped_train_script(digits_teacher,
+                                                          tmp_path):
+    """custom_imports in the config is all mmpretrain's own tool needs."""
+    _, teacher_ckpt, _ = digits_teacher
+    script = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools',
+                      'train.py')
+    assert osp.isfile(script)
+    wd = str(tmp_path / 'shipped')
+    run_tool([script, osp.join(ROOT, KD_CFG), '--work-dir', wd,
+              '--cfg-options', f'model.teacher_ckpt={teacher_ckpt}',
+              'train_cfg.max_epochs=2', 'train_cfg.val_interval=2'],
+             env={'PYTHONPATH': ROOT})
+    assert osp.isfile(osp.join(wd, 'epoch_2.pth'))
+
+
+def test_missing_imagenet_data_fails_fast_with_a_fix(tmp_path):
+    proc = run_tool(['tools/train.py', 'configs/kd_r34_r18_in1k.py',
+                     '--work-dir', str(tmp_path), '--cfg-options',
+                     'train_dataloader.dataset.data_root=' +
+                     str(tmp_path / 'nowhere')], check=False, timeout=120)
+    assert proc.returncode != 0
+    assert 'does not exist' in proc.stderr
+    assert 'train/<wnid>' in proc.stderr and 'Fix' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_missing_teacher_checkpoint_fails_fast(tmp_path):
+    proc = run_tool(['tools/train.py', KD_CFG, '--work-dir', str(tmp_path),
+                     '--cfg-options', 'model.teacher_ckpt=/no/teacher.pth'],
+                    check=False, timeout=120)
+    assert proc.returncode != 0
+    assert "teacher_ckpt '/no/teacher.pth' does not exist" in proc.stderr
+
+
+def test_test_tool_names_a_missing_checkpoint(tmp_path):
+    proc = run_tool(['tools/test.py', KD_CFG, str(tmp_path / 'x.pth')],
+                    check=False, timeout=120)
+    assert proc.returncode != 0
+    assert 'x.pth' in proc.stderr and 'does not exist' in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only check')
+def test_amp_without_gpu_is_a_clear_error(tmp_path):
+    proc = run_tool(['tools/train.py', 'configs/demo/student_digits.py',
+                     '--amp', 'bf16', '--work-dir', str(tmp_path)],
+                    check=False, timeout=120)
+    assert proc.returncode != 0
+    assert 'no CUDA device' in proc.stderr
+
+
+def test_demo_runs_quickly_and_prints_the_table(tmp_path):
+    proc = run_tool(['tools/demo.py', '--epochs', '2', '--only', 'kd',
+                     '--work-dir', str(tmp_path)])
+    assert '| method | top-1 (%) | train time (s) |' in proc.stdout
+    rows = json.loads((tmp_path / 'results.json').read_text())
+    assert [r['step'] for r in rows] == ['teacher', 'kd']
+    assert all(0.0 <= r['top1'] <= 100.0 for r in rows)

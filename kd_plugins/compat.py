@@ -32,6 +32,9 @@ Patches
    that fails. We wrap it: with CUDA the original (``nccl``) path runs, without
    CUDA the process group is initialised with ``gloo`` from the same
    environment variables (slurm: ``SLURM_PROCID``/``SLURM_NTASKS``/node list).
+5. mmcv-lite 2.1.0 warns at every import that ``MultiScaleDeformableAttention``
+   needs the full mmcv. No kd_plugins code path uses it, so that one warning
+   (matched by its text) is filtered; every other warning stays.
 """
 from __future__ import annotations
 
@@ -253,8 +256,17 @@ def _patch_init_dist() -> None:
     PATCHES['init_dist'] = True
 
 
+def _silence_mmcv_lite_warning() -> None:
+    """For mmcv-lite 2.1.0 (module docstring, item 5)."""
+    import warnings
+    warnings.filterwarnings(
+        'ignore', message='Fail to import ``MultiScaleDeformableAttention``')
+    PATCHES['mmcv_lite_warning'] = True
+
+
 def apply() -> None:
     """Apply every patch (idempotent). Called by ``import kd_plugins``."""
+    _silence_mmcv_lite_warning()
     _patch_torch_fuser_names()
     _install_mmcls_alias()
     _patch_safe_globals()

@@ -202,3 +202,13 @@ def test_init_dist_is_patched_everywhere_runner_looks():
     import mmengine.runner.runner as runner_mod
     assert runner_mod.init_dist is mmengine.dist.init_dist
     assert hasattr(runner_mod.init_dist, '_kd_plugins_original')
+
+
+def test_mmcv_lite_warning_is_filtered_and_others_are_not():
+    code = ('import warnings, sys; sys.path.insert(0, %r); import kd_plugins; '
+            'warnings.warn("another warning")' % ROOT)
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert 'MultiScaleDeformableAttention' not in proc.stderr
+    assert 'another warning' in proc.stderr

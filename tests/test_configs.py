@@ -28,7 +28,7 @@ def test_kd_r34_r18_in1k_builds_and_runs_a_step_on_tiny_images():
 
 
 @pytest.mark.parametrize('base,needle', [
-    ('configs/_base_/datasets/cifar100.py', 'cifar-100-python'),
+    ('configs/_base_/datasets/cifar100_kd.py', 'cifar-100-python'),
     ('configs/_base_/datasets/imagenet.py', 'train/<wnid>'),
 ])
 def test_dataset_bases_name_the_expected_layout(base, needle, tmp_path):

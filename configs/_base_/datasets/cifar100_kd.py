@@ -1,4 +1,5 @@
-# CIFAR-100 (python version) in data/cifar100/cifar-100-python/.
+# CIFAR-100 (python version) in data/cifar100/cifar-100-python/, with the
+# standard KD augmentation (random crop 32 pad 4, horizontal flip) and batch 64.
 # tools/train.py stops at start with a message if the folder is missing.
 dataset_type = 'CIFAR100'
 data_preprocessor = dict(

@@ -1,0 +1,12 @@
+# CIFAR-100 resnet20 (KD benchmark, RepDistiller naming) as an mmpretrain
+# ImageClassifier. Import with `_base_` and use `_base_.resnet20`.
+resnet20 = dict(
+    type='mmpretrain.ImageClassifier',
+    backbone=dict(type='mmpretrain.ResNetCifarKD', arch='resnet20'),
+    neck=dict(type='mmpretrain.GlobalAveragePooling'),
+    head=dict(
+        type='mmpretrain.LinearClsHead',
+        num_classes=100,
+        in_channels=64,
+        loss=dict(type='mmpretrain.CrossEntropyLoss', loss_weight=1.0),
+        topk=(1, 5)))

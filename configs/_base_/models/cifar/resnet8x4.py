@@ -1,0 +1,12 @@
+# CIFAR-100 resnet8x4 (KD benchmark, RepDistiller naming) as an mmpretrain
+# ImageClassifier. Import with `_base_` and use `_base_.resnet8x4`.
+resnet8x4 = dict(
+    type='mmpretrain.ImageClassifier',
+    backbone=dict(type='mmpretrain.ResNetCifarKD', arch='resnet8x4'),
+    neck=dict(type='mmpretrain.GlobalAveragePooling'),
+    head=dict(
+        type='mmpretrain.LinearClsHead',
+        num_classes=100,
+        in_channels=256,
+        loss=dict(type='mmpretrain.CrossEntropyLoss', loss_weight=1.0),
+        topk=(1, 5)))

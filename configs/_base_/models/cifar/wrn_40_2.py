@@ -1,0 +1,12 @@
+# CIFAR-100 wrn_40_2 (KD benchmark, RepDistiller naming) as an mmpretrain
+# ImageClassifier. Import with `_base_` and use `_base_.wrn_40_2`.
+wrn_40_2 = dict(
+    type='mmpretrain.ImageClassifier',
+    backbone=dict(type='mmpretrain.WideResNetCifarKD', arch='wrn_40_2'),
+    neck=dict(type='mmpretrain.GlobalAveragePooling'),
+    head=dict(
+        type='mmpretrain.LinearClsHead',
+        num_classes=100,
+        in_channels=128,
+        loss=dict(type='mmpretrain.CrossEntropyLoss', loss_weight=1.0),
+        topk=(1, 5)))

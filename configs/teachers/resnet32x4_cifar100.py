@@ -1,0 +1,9 @@
+# Train the standard CIFAR-100 KD teacher resnet32x4 (240 epochs, batch 64).
+#   python tools/train.py configs/teachers/resnet32x4_cifar100.py
+# Or convert a published RepDistiller / mdistiller checkpoint instead:
+#   python tools/convert_repdistiller_ckpt.py ckpt_epoch_240.pth resnet32x4_cifar100.pth --arch resnet32x4
+_base_ = [
+    '../_base_/models/cifar/resnet32x4.py', '../_base_/datasets/cifar100_kd.py',
+    '../_base_/schedules/cifar100_kd_240e.py', '../_base_/default_runtime.py'
+]
+model = _base_.resnet32x4

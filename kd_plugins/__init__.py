@@ -10,6 +10,7 @@ import mmrazor.models  # noqa: F401,E402  registers mmrazor's distillers
 
 from . import datasets  # noqa: F401,E402
 from . import engine  # noqa: F401,E402
+from . import losses  # noqa: F401,E402
 from . import models  # noqa: F401,E402
 from .version import __version__  # noqa: E402
 

@@ -39,6 +39,8 @@ STEPS = [
          'Student alone: ResNet-10 (3 stages, width 8)', uses_teacher=False),
     Step('kd', 'configs/demo/kd_digits.py',
          'KD (mmrazor SingleTeacherDistill + KLDivergence, baseline)'),
+    Step('aekt', 'configs/demo/aekt_digits.py',
+         'AEKT (reconstruction; AEKTLoss + AEKTHead)'),
 ]
 
 

@@ -1,0 +1,119 @@
+"""Distilled checkpoint -> plain mmpretrain student (config + weights).
+
+The exported student needs no teacher and no mmrazor: its config is an
+mmpretrain ``ImageClassifier`` (plus ``custom_imports=['kd_plugins']`` when it
+uses one of our registered parts, e.g. a CIFAR backbone or a head that a
+method keeps at inference) with the run's data preprocessor and test/val
+pipelines, so mmpretrain's ``init_model``, ``ImageClassificationInferencer``
+and ``tools/test.py`` work on it.
+
+A head class may define ``deploy(head_cfg, state, prefix)`` returning the
+deployed head config and weights (e.g. ``AEKTHead`` drops its serialization
+layer in the ``classify_first`` wiring).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import os.path as osp
+
+import torch
+from mmengine.config import Config, ConfigDict
+
+STUDENT_PREFIX = 'architecture.'
+
+
+def _to_dict(cfg):
+    return cfg.to_dict() if isinstance(cfg, (Config, ConfigDict)) else \
+        copy.deepcopy(cfg)
+
+
+def _registered_class(type_name: str):
+    from mmpretrain.registry import MODELS
+    return MODELS.get(type_name.split('.')[-1])
+
+
+def student_config_and_state(cfg: Config, state: dict) -> tuple[dict, dict]:
+    """Split the student (model config, state dict) out of a run.
+
+    Works for mmrazor distillers (``model.architecture``) and for plain
+    classifiers (the model itself).
+    """
+    model_cfg = _to_dict(cfg.model)
+    if 'architecture' in model_cfg:
+        student = model_cfg['architecture']
+        sd = {k[len(STUDENT_PREFIX):]: v for k, v in state.items()
+              if k.startswith(STUDENT_PREFIX)}
+    else:
+        student, sd = model_cfg, dict(state)
+    if not sd:
+        raise ValueError('no student weights found in the checkpoint (expected'
+                         f' keys starting with {STUDENT_PREFIX!r}).')
+    student = copy.deepcopy(student)
+    student.pop('data_preprocessor', None)
+    sd = {k: v for k, v in sd.items() if not k.startswith('data_preprocessor')}
+    head = student.get('head')
+    if isinstance(head, dict):
+        cls = _registered_class(head['type'])
+        if cls is not None and hasattr(cls, 'deploy'):
+            head_sd = {k: v for k, v in sd.items() if k.startswith('head.')}
+            rest = {k: v for k, v in sd.items() if not k.startswith('head.')}
+            student['head'], head_sd = cls.deploy(head, head_sd, 'head.')
+            sd = {**rest, **head_sd}
+    return student, sd
+
+
+def _uses_kd_plugins(obj) -> bool:
+    """True if any ``type`` in the config is registered by kd_plugins."""
+    from mmpretrain.registry import MODELS
+    if isinstance(obj, dict):
+        t = obj.get('type')
+        if isinstance(t, str):
+            cls = MODELS.get(t.split('.')[-1])
+            if cls is not None and cls.__module__.startswith('kd_plugins'):
+                return True
+        return any(_uses_kd_plugins(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_uses_kd_plugins(v) for v in obj)
+    return False
+
+
+def export_student(config: str | Config, checkpoint: str,
+                   out_dir: str) -> tuple[str, str]:
+    """Write ``out_dir/student.py`` and ``out_dir/student.pth``.
+
+    Returns:
+        (config path, checkpoint path). The exported model is built and the
+        weights are loaded strictly before anything is written.
+    """
+    from mmpretrain.registry import MODELS
+
+    cfg = config if isinstance(config, Config) else Config.fromfile(config)
+    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    state = ckpt.get('state_dict', ckpt)
+    student, sd = student_config_and_state(cfg, state)
+    model = MODELS.build(student)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f'exported student does not match its weights: '
+                         f'missing {missing}, unexpected {unexpected}')
+
+    out = dict(model=student, default_scope='mmpretrain')
+    if cfg.get('data_preprocessor') is not None:
+        out['data_preprocessor'] = _to_dict(cfg.data_preprocessor)
+        out['model']['data_preprocessor'] = _to_dict(cfg.data_preprocessor)
+    for key in ('val_dataloader', 'val_evaluator', 'test_dataloader',
+                'test_evaluator', 'val_cfg', 'test_cfg'):
+        if cfg.get(key) is not None:
+            out[key] = _to_dict(cfg[key])
+    if _uses_kd_plugins(out):
+        out['custom_imports'] = dict(imports=['kd_plugins'],
+                                     allow_failed_imports=False)
+    os.makedirs(out_dir, exist_ok=True)
+    cfg_path = osp.join(out_dir, 'student.py')
+    pth_path = osp.join(out_dir, 'student.pth')
+    Config(out).dump(cfg_path)
+    meta = dict(exported_from=osp.abspath(checkpoint),
+                dataset_meta=ckpt.get('meta', {}).get('dataset_meta'))
+    torch.save(dict(meta=meta, state_dict=sd), pth_path)
+    return cfg_path, pth_path

@@ -1,0 +1,3 @@
+from .aekt import AEKTLoss
+
+__all__ = ['AEKTLoss']

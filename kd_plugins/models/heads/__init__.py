@@ -1,0 +1,3 @@
+from .aekt_head import AEKTHead
+
+__all__ = ['AEKTHead']

@@ -1,0 +1,38 @@
+"""Export the student of a distillation run as a plain mmpretrain model.
+
+    python tools/export_student.py CONFIG CHECKPOINT OUT_DIR
+
+Writes OUT_DIR/student.py (an mmpretrain config with the test pipeline) and
+OUT_DIR/student.pth (student weights only: no teacher, no training-only
+parts). Then e.g.  python tools/test.py OUT_DIR/student.py OUT_DIR/student.pth
+"""
+from __future__ import annotations
+
+import argparse
+import os.path as osp
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import kd_plugins  # noqa: E402,F401
+from kd_plugins.export import export_student  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('out_dir')
+    args = parser.parse_args(argv)
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f'kd_plugins: checkpoint {args.checkpoint!r} does '
+                         'not exist.')
+    cfg_path, pth_path = export_student(args.config, args.checkpoint,
+                                        args.out_dir)
+    print(f'exported student: {cfg_path} {pth_path}')
+
+
+if __name__ == '__main__':
+    main()

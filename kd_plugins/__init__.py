@@ -8,6 +8,8 @@ from . import compat  # noqa: F401  (must stay first)
 
 import mmrazor.models  # noqa: F401,E402  registers mmrazor's distillers
 
+from . import algorithms  # noqa: F401,E402
+from . import connectors  # noqa: F401,E402
 from . import datasets  # noqa: F401,E402
 from . import engine  # noqa: F401,E402
 from . import losses  # noqa: F401,E402

@@ -9,7 +9,9 @@ and ``tools/test.py`` work on it.
 
 A head class may define ``deploy(head_cfg, state, prefix)`` returning the
 deployed head config and weights (e.g. ``AEKTHead`` drops its serialization
-layer in the ``classify_first`` wiring).
+layer in the ``classify_first`` wiring); an algorithm class may define
+``deploy_student(model_cfg, state)`` for the whole student (e.g. ATSC:
+backbone + projectors + adapted teacher classifiers).
 """
 from __future__ import annotations
 
@@ -40,6 +42,11 @@ def student_config_and_state(cfg: Config, state: dict) -> tuple[dict, dict]:
     classifiers (the model itself).
     """
     model_cfg = _to_dict(cfg.model)
+    from mmrazor.registry import MODELS as RAZOR_MODELS
+    algo = RAZOR_MODELS.get(str(model_cfg.get('type', '')).split('.')[-1])
+    if algo is not None and hasattr(algo, 'deploy_student'):
+        # the method knows what its deployed student keeps (e.g. ATSC)
+        return algo.deploy_student(model_cfg, state)
     if 'architecture' in model_cfg:
         student = model_cfg['architecture']
         sd = {k[len(STUDENT_PREFIX):]: v for k, v in state.items()
@@ -113,7 +120,9 @@ def export_student(config: str | Config, checkpoint: str,
     cfg_path = osp.join(out_dir, 'student.py')
     pth_path = osp.join(out_dir, 'student.pth')
     Config(out).dump(cfg_path)
-    meta = dict(exported_from=osp.abspath(checkpoint),
-                dataset_meta=ckpt.get('meta', {}).get('dataset_meta'))
+    meta = dict(exported_from=osp.abspath(checkpoint))
+    dataset_meta = (ckpt.get('meta') or {}).get('dataset_meta')
+    if dataset_meta:  # class names for mmpretrain's inferencer
+        meta['dataset_meta'] = dataset_meta
     torch.save(dict(meta=meta, state_dict=sd), pth_path)
     return cfg_path, pth_path

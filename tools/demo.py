@@ -28,19 +28,32 @@ class Step:
     name: str
     config: str
     label: str
-    uses_teacher: bool = True
+    teachers: tuple = ('teacher', )  # steps whose checkpoints it needs
+    teacher_key: str = 'model.teacher_ckpt'  # '...ckpts' takes a list
+
+    @property
+    def uses_teacher(self) -> bool:
+        return bool(self.teachers)
 
 
 # One row per method; each method adds its own step here.
 STEPS = [
     Step('teacher', 'configs/demo/teacher_digits.py',
-         'Teacher: ResNet-18 (CIFAR stem, width 16)', uses_teacher=False),
+         'Teacher: ResNet-18 (CIFAR stem, width 16)', teachers=()),
     Step('student', 'configs/demo/student_digits.py',
-         'Student alone: ResNet-10 (3 stages, width 8)', uses_teacher=False),
+         'Student alone: ResNet-10 (3 stages, width 8)', teachers=()),
     Step('kd', 'configs/demo/kd_digits.py',
          'KD (mmrazor SingleTeacherDistill + KLDivergence, baseline)'),
     Step('aekt', 'configs/demo/aekt_digits.py',
          'AEKT (reconstruction; AEKTLoss + AEKTHead)'),
+    Step('atsc', 'configs/demo/atsc_digits.py',
+         'ATSC (adapted teacher, shared classifier)',
+         teacher_key='model.teacher_ckpts'),
+    Step('teacher2', 'configs/demo/teacher2_digits.py',
+         'Second teacher (same network, seed 1)', teachers=()),
+    Step('atsc2', 'configs/demo/atsc2_digits.py',
+         'ATSC, two teachers', teachers=('teacher', 'teacher2'),
+         teacher_key='model.teacher_ckpts'),
 ]
 
 
@@ -76,20 +89,24 @@ def main(argv=None) -> list[dict]:
     steps = STEPS
     if args.only:
         wanted = set(args.only)
-        if any(s.uses_teacher for s in STEPS if s.name in wanted):
-            wanted.add('teacher')
+        for s in STEPS:
+            if s.name in wanted:
+                wanted.update(s.teachers)
         steps = [s for s in STEPS if s.name in wanted]
     os.makedirs(args.work_dir, exist_ok=True)
     extra = ([f'train_cfg.max_epochs={args.epochs}',
               f'train_cfg.val_interval={args.epochs}']
              if args.epochs else [])
-    teacher_ckpt = None
+    ckpts = {}
     rows = []
     for step in steps:
         wd = osp.join(args.work_dir, step.name)
         opts = list(extra)
         if step.uses_teacher:
-            opts.append(f'model.teacher_ckpt={teacher_ckpt}')
+            paths = [ckpts[t] for t in step.teachers]
+            value = (f'[{",".join(paths)}]' if step.teacher_key.endswith('s')
+                     else paths[0])
+            opts.append(f'{step.teacher_key}={value}')
         print(f'[demo] {step.name}: training {step.config} ...', flush=True)
         cmd = [sys.executable, 'tools/train.py', step.config, '--work-dir', wd]
         if opts:
@@ -98,8 +115,7 @@ def main(argv=None) -> list[dict]:
         run(cmd, osp.join(args.work_dir, f'{step.name}_train.log'))
         train_s = time.time() - t0
         ckpt = last_checkpoint(wd)
-        if step.name == 'teacher':
-            teacher_ckpt = ckpt
+        ckpts[step.name] = ckpt
         metrics_file = osp.join(wd, 'test_metrics.json')
         run([sys.executable, 'tools/test.py', step.config, ckpt, '--work-dir',
              wd, '--dump-metrics', metrics_file],

@@ -52,8 +52,11 @@ def main(argv=None):
                                        out_file_path=args.out))
     # A distiller's teacher is not needed to test: its student is evaluated
     # and the weights come from the checkpoint.
-    if isinstance(cfg.get('model'), dict) and cfg.model.get('teacher_ckpt'):
-        cfg.model.teacher_ckpt = None
+    if isinstance(cfg.get('model'), dict):
+        if cfg.model.get('teacher_ckpt'):
+            cfg.model.teacher_ckpt = None
+        if cfg.model.get('teacher_ckpts'):
+            cfg.model.teacher_ckpts = None
     preflight(cfg, mode='test')
     runner = build_runner(cfg)
     metrics = runner.test()

@@ -77,16 +77,23 @@ def check_data(cfg: Config, keys: tuple[str, ...] | None = None) -> None:
 
 
 def check_teacher_ckpt(cfg: Config) -> None:
-    """A local ``teacher_ckpt`` must exist before the run starts."""
+    """Local ``teacher_ckpt`` / ``teacher_ckpts`` files must exist."""
     model = cfg.get('model') or {}
-    ckpt = model.get('teacher_ckpt') if isinstance(model, dict) else None
-    if not ckpt or '://' in str(ckpt):
+    if not isinstance(model, dict):
         return
-    if not osp.isfile(ckpt):
-        raise PreflightError(
-            f'model.teacher_ckpt {ckpt!r} does not exist.\n'
-            f'  Fix: train the teacher first (see README) or pass its '
-            f'checkpoint: --cfg-options model.teacher_ckpt=/path/to/teacher.pth')
+    for key in ('teacher_ckpt', 'teacher_ckpts'):
+        ckpts = model.get(key)
+        ckpts = [ckpts] if isinstance(ckpts, str) else list(ckpts or [])
+        for i, ckpt in enumerate(ckpts):
+            if not ckpt or '://' in str(ckpt) or osp.isfile(ckpt):
+                continue
+            where = key if key == 'teacher_ckpt' else f'{key}[{i}]'
+            example = ('/path/to/teacher.pth' if key == 'teacher_ckpt' else
+                       '"[/path/t1.pth,/path/t2.pth]"')
+            raise PreflightError(
+                f'model.{where} {ckpt!r} does not exist.\n'
+                f'  Fix: train the teacher first (see README) or pass its '
+                f'checkpoint: --cfg-options model.{key}={example}')
 
 
 def preflight(cfg: Config, mode: str = 'train') -> None:

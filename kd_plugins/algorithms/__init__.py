@@ -1,0 +1,3 @@
+from .atsc import ATSC, ATSCOptimWrapperConstructor
+
+__all__ = ['ATSC', 'ATSCOptimWrapperConstructor']

@@ -1,0 +1,337 @@
+"""ATSC — Adaptive Teaching with Shared Classifier (Jang, Kim, Lim, Lee 2024,
+arXiv 2406.08528), single- and multi-teacher.
+
+Per iteration (spec ``shared/specs/atsc.md``):
+
+    step 1:  L = b * sum_k MSE(P_k(f_s), f_tk)                    (feature match)
+               + w * sum_k sum_{p in A_k} ||theta_p - theta0_p||^2   (anchor)
+               + c * CE(z_s, y) + d * tau^2 KL(z_t/tau || z_s/tau)  (optional)
+             updates the student backbone, the projectors P_k and the
+             teachers (trainable, train mode) except their classifier biases;
+    step 2:  sum_k CE(fc_Tk(GAP(f_tk)), y) updates only the teachers'
+             classifier biases (separate optimizer, same settings).
+
+z_s = mean_k fc_Tk(GAP(P_k(f_s))) is the student's prediction with the
+teachers' *live* classifiers (shared classifier); the student's own head is
+never used. theta0 is a frozen copy of each teacher taken right after its
+checkpoint is loaded; it is a persistent buffer, so a resumed run restores the
+original theta0 and never re-captures it from the adapted teacher. A_k: teacher
+parameters with ndim > 1 except the final classifier weight.
+
+Unlike the official code, validation/test evaluate z_s (the deployed
+prediction), checkpoints hold projectors and adapted classifiers, and
+``deploy_student`` exports a plain mmpretrain classifier.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.runner import load_checkpoint
+from mmrazor.models.algorithms.base import BaseAlgorithm
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmrazor.registry import MODELS
+
+TEACHER_BIAS_OPTIM = 'teacher_bias'
+MAIN_OPTIM = 'main'
+
+
+def _anchor_names(teacher: nn.Module) -> List[str]:
+    """Names of the anchored parameters: ndim > 1, not ``head.fc.weight``."""
+    return [n for n, p in teacher.named_parameters()
+            if p.ndim > 1 and n != 'head.fc.weight']
+
+
+@MODELS.register_module()
+class ATSC(BaseAlgorithm):
+    """Adaptive teaching with shared classifier.
+
+    Args:
+        architecture: the student (an mmpretrain ImageClassifier; its
+            backbone is used, its head is not).
+        teachers: one teacher config/model or a list (multi-teacher).
+        projectors: one ``ATSCProjector`` config per teacher.
+        teacher_ckpts: checkpoint path (or None) per teacher.
+        mse_weight: b. anchor_weight: w (1 on CIFAR, 10 on ImageNet).
+        ce_weight: c, CE of the student prediction (default 0).
+        kd_weight: d, KD between student and mean teacher logits (0).
+        kd_tau: temperature of the optional KD term.
+        data_preprocessor: the run's preprocessor.
+    """
+
+    def __init__(self,
+                 architecture: Union[BaseModel, Dict],
+                 teachers: Union[Dict, Sequence[Dict]],
+                 projectors: Union[Dict, Sequence[Dict]],
+                 teacher_ckpts: Union[None, str, Sequence[Optional[str]]] = None,
+                 mse_weight: float = 1.0,
+                 anchor_weight: float = 1.0,
+                 ce_weight: float = 0.0,
+                 kd_weight: float = 0.0,
+                 kd_tau: float = 4.0,
+                 data_preprocessor: Optional[Dict] = None,
+                 init_cfg: Optional[Dict] = None) -> None:
+        super().__init__(architecture, data_preprocessor, init_cfg,
+                         module_inplace=True)
+        teachers = [teachers] if isinstance(teachers, dict) else list(teachers)
+        projectors = ([projectors] if isinstance(projectors, dict)
+                      else list(projectors))
+        if isinstance(teacher_ckpts, str) or teacher_ckpts is None:
+            teacher_ckpts = [teacher_ckpts] * len(teachers)
+        if not (len(teachers) == len(projectors) == len(teacher_ckpts)):
+            raise ValueError(
+                f'ATSC needs one projector and one checkpoint entry per '
+                f'teacher: got {len(teachers)} teachers, {len(projectors)} '
+                f'projectors, {len(teacher_ckpts)} teacher_ckpts.')
+        self.teachers = nn.ModuleList(
+            t if isinstance(t, nn.Module) else MODELS.build(t)
+            for t in teachers)
+        self.connectors = nn.ModuleList(MODELS.build(p) for p in projectors)
+        self.mse_weight, self.anchor_weight = mse_weight, anchor_weight
+        self.ce_weight, self.kd_weight, self.kd_tau = (ce_weight, kd_weight,
+                                                       kd_tau)
+        self._check_classifiers()
+        for teacher, ckpt in zip(self.teachers, teacher_ckpts):
+            if ckpt:
+                load_checkpoint(teacher, ckpt, map_location='cpu',
+                                revise_keys=[(r'^module\.', '')])
+                teacher._is_init = True  # init_weights must not overwrite
+        # theta0: frozen copies, persistent (saved, restored on resume)
+        self.anchors = nn.ModuleList()
+        self._anchor_names = []
+        for teacher in self.teachers:
+            names = _anchor_names(teacher)
+            holder = nn.Module()
+            params = dict(teacher.named_parameters())
+            for i, name in enumerate(names):
+                holder.register_buffer(f'p{i}', params[name].detach().clone())
+            self.anchors.append(holder)
+            self._anchor_names.append(names)
+
+    # ------------------------------------------------------------------
+    def _check_classifiers(self) -> None:
+        num_classes = set()
+        for k, teacher in enumerate(self.teachers):
+            fc = getattr(getattr(teacher, 'head', None), 'fc', None)
+            if not isinstance(fc, nn.Linear):
+                raise TypeError(
+                    f'ATSC teacher {k} ({type(teacher).__name__}) has no '
+                    'linear classifier at head.fc; ATSC shares the teacher '
+                    'classifier with the student. Fix: use a teacher with '
+                    'an mmpretrain LinearClsHead.')
+            num_classes.add(fc.out_features)
+            proj = self.connectors[k]
+            if proj.out_channels != fc.in_features:
+                raise ValueError(
+                    f'ATSC projector {k} outputs {proj.out_channels} channels '
+                    f'but teacher {k} classifier takes {fc.in_features}; set '
+                    f'out_channels={fc.in_features}.')
+        if len(num_classes) > 1:
+            raise ValueError(f'ATSC teachers disagree on the number of '
+                             f'classes: {sorted(num_classes)}.')
+        student_head = getattr(self.architecture, 'head', None)
+        s_fc = getattr(student_head, 'fc', None)
+        if isinstance(s_fc, nn.Linear) and s_fc.out_features not in \
+                num_classes:
+            raise ValueError(
+                f'student head has {s_fc.out_features} classes, teachers '
+                f'{num_classes.pop()}: teacher and student must be trained '
+                'on the same classes.')
+
+    @property
+    def student(self) -> nn.Module:
+        return self.architecture
+
+    def teacher_bias_params(self) -> List[nn.Parameter]:
+        """Parameters of the second step (teacher classifier biases)."""
+        return [t.head.fc.bias for t in self.teachers]
+
+    # ------------------------------------------------------------------
+    def _student_map(self, inputs):
+        return self.student.extract_feat(inputs, stage='backbone')[-1]
+
+    def _teacher_map(self, k, inputs):
+        return self.teachers[k].extract_feat(inputs, stage='backbone')[-1]
+
+    def deployed_logits(self, f_s, projected=None) -> torch.Tensor:
+        """z_s = mean_k fc_Tk(GAP(P_k(f_s))): (N, num_classes)."""
+        logits = []
+        for k, teacher in enumerate(self.teachers):
+            p = projected[k] if projected is not None else \
+                self.connectors[k](f_s)
+            logits.append(teacher.head.fc(
+                F.adaptive_avg_pool2d(p, 1).flatten(1)))
+        return torch.stack(logits).mean(0)
+
+    def anchor_loss(self) -> torch.Tensor:
+        """sum_k sum_{p in A_k} ||theta_p - theta0_p||^2 (not normalised)."""
+        total = 0.
+        for teacher, holder, names in zip(self.teachers, self.anchors,
+                                          self._anchor_names):
+            params = dict(teacher.named_parameters())
+            for i, name in enumerate(names):
+                total = total + (params[name] -
+                                 getattr(holder, f'p{i}')).pow(2).sum()
+        return total
+
+    def loss(self, inputs, data_samples) -> Dict[str, torch.Tensor]:
+        """Step-1 losses; also keeps what step 2 needs (no teacher re-run)."""
+        f_s = self._student_map(inputs)
+        labels = torch.cat([ds.gt_label for ds in data_samples])
+        losses, projected, t_feats, t_logits = {}, [], [], []
+        for k, teacher in enumerate(self.teachers):
+            f_t = self._teacher_map(k, inputs)
+            self.connectors[k].proj.target_hw.copy_(
+                torch.tensor(f_t.shape[2:], dtype=torch.long))
+            p = self.connectors[k](f_s)
+            projected.append(p)
+            losses[f'loss_mse{k}'] = self.mse_weight * F.mse_loss(
+                p.float(), f_t.float())
+            pooled = F.adaptive_avg_pool2d(f_t, 1).flatten(1)
+            t_feats.append(pooled.detach())
+            t_logits.append(teacher.head.fc(pooled))
+        losses['loss_anchor'] = self.anchor_weight * self.anchor_loss()
+        if self.ce_weight or self.kd_weight:
+            z_s = self.deployed_logits(f_s, projected).float()
+            if self.ce_weight:
+                losses['loss_ce'] = self.ce_weight * F.cross_entropy(
+                    z_s, labels)
+            if self.kd_weight:
+                tau = self.kd_tau
+                z_t = torch.stack(t_logits).mean(0).float()
+                losses['loss_kd'] = self.kd_weight * tau**2 * F.kl_div(
+                    F.log_softmax(z_s / tau, 1), F.softmax(z_t / tau, 1),
+                    reduction='batchmean')
+        self._step2 = (t_feats, labels)
+        return losses
+
+    def teacher_bias_loss(self) -> torch.Tensor:
+        """Step 2: sum_k CE(fc_Tk(GAP(f_tk)), y), gradient to fc biases only."""
+        t_feats, labels = self._step2
+        total = 0.
+        for teacher, feat in zip(self.teachers, t_feats):
+            fc = teacher.head.fc
+            logits = F.linear(feat, fc.weight.detach(), fc.bias)
+            total = total + F.cross_entropy(logits.float(), labels)
+        return total
+
+    def train_step(self, data, optim_wrapper: OptimWrapperDict):
+        if not isinstance(optim_wrapper, OptimWrapperDict) or \
+                TEACHER_BIAS_OPTIM not in optim_wrapper.optim_wrappers:
+            raise TypeError(
+                "ATSC needs optim_wrapper=dict(constructor="
+                "'ATSCOptimWrapperConstructor', optimizer=...) so that the "
+                'teacher classifier biases get their own optimizer.')
+        main = optim_wrapper[MAIN_OPTIM]
+        bias = optim_wrapper[TEACHER_BIAS_OPTIM]
+        with main.optim_context(self):
+            data = self.data_preprocessor(data, True)
+            losses = self._run_forward(data, mode='loss')
+        parsed, log_vars = self.parse_losses(losses)
+        main.update_params(parsed)
+        bias.zero_grad()  # drop step-1 gradients (c, d terms) on the biases
+        with bias.optim_context(self):
+            ce = self.teacher_bias_loss()
+        bias.update_params(ce)
+        log_vars['teacher_ce'] = ce.detach()
+        self._step2 = None
+        return log_vars
+
+    # ------------------------------------------------------------------
+    def _predict_logits(self, inputs):
+        return self.deployed_logits(self._student_map(inputs))
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        logits = self._predict_logits(inputs)
+        if mode == 'tensor':
+            return logits
+        if mode == 'predict':
+            from mmpretrain.structures import DataSample
+            scores = F.softmax(logits.float(), dim=1)
+            labels = scores.argmax(dim=1, keepdim=True).detach()
+            if data_samples is None:
+                data_samples = [DataSample() for _ in range(len(logits))]
+            for ds, s, lb in zip(data_samples, scores, labels):
+                ds.set_pred_score(s).set_pred_label(lb)
+            return data_samples
+        raise ValueError(f'Invalid mode {mode!r}.')
+
+    # ------------------------------------------------------------------
+    @staticmethod
+    def deploy_student(model_cfg: dict, state: dict):
+        """Student config + weights: backbone -> ATSCSharedHead."""
+        student = copy.deepcopy(model_cfg['architecture'])
+        projs = model_cfg['projectors']
+        projs = [projs] if isinstance(projs, dict) else list(projs)
+        teachers = model_cfg['teachers']
+        teachers = [teachers] if isinstance(teachers, dict) else teachers
+        num_classes = teachers[0]['head']['num_classes']
+        student.pop('neck', None)
+        student['neck'] = None
+        student['head'] = dict(
+            type='mmpretrain.ATSCSharedHead',
+            in_channels=projs[0]['in_channels'],
+            teacher_channels=[p['out_channels'] for p in projs],
+            num_classes=num_classes,
+            factor=projs[0].get('factor', 2))
+        sd = {}
+        for key, value in state.items():
+            if key.startswith('architecture.backbone.'):
+                sd[key[len('architecture.'):]] = value
+            elif key.startswith('connectors.'):
+                k, rest = key[len('connectors.'):].split('.', 1)
+                sd[f'head.projectors.{k}.{rest[len("proj."):]}'] = value
+            elif key.startswith('teachers.') and '.head.fc.' in key:
+                k = key.split('.')[1]
+                sd[f'head.classifiers.{k}.{key.split(".head.fc.")[1]}'] = \
+                    value
+        return student, sd
+
+
+def _build_optim(cfg: dict, params: list) -> OptimWrapper:
+    from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
+    wrapper_cfg = copy.deepcopy(cfg)
+    optim_cfg = wrapper_cfg.pop('optimizer')
+    wrapper_cfg.setdefault('type', 'OptimWrapper')
+    optimizer = OPTIMIZERS.build(dict(optim_cfg, params=params))
+    return OPTIM_WRAPPERS.build(dict(wrapper_cfg, optimizer=optimizer))
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class ATSCOptimWrapperConstructor:
+    """Two optimizers with the same settings: ``main`` (everything trainable
+    except the teacher classifier biases) and ``teacher_bias``.
+
+    Config: ``optim_wrapper=dict(constructor='ATSCOptimWrapperConstructor',
+    optimizer=dict(type='SGD', lr=..., ...))``.
+    """
+
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg=None):
+        if paramwise_cfg:
+            raise ValueError('ATSCOptimWrapperConstructor does not support '
+                             'paramwise_cfg.')
+        self.cfg = optim_wrapper_cfg
+
+    def __call__(self, model: nn.Module) -> OptimWrapperDict:
+        from mmengine.dist import get_world_size
+        from mmengine.model import is_model_wrapper
+        if get_world_size() > 1:
+            raise NotImplementedError(
+                'ATSC does not support multi-process (DDP) training yet: its '
+                'second update step (teacher classifier biases) is not '
+                'synchronised across ranks. Train ATSC on one GPU for now.')
+        model = model.module if is_model_wrapper(model) else model
+        bias = model.teacher_bias_params()
+        ids = {id(p) for p in bias}
+        main = [p for p in model.parameters()
+                if p.requires_grad and id(p) not in ids]
+        return OptimWrapperDict(**{
+            MAIN_OPTIM: _build_optim(self.cfg, main),
+            TEACHER_BIAS_OPTIM: _build_optim(self.cfg, bias)})

@@ -1,0 +1,3 @@
+from .atsc import ATSCProjector
+
+__all__ = ['ATSCProjector']

@@ -23,37 +23,53 @@ from dataclasses import dataclass
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+T = (('model.teacher_ckpt', 'teacher'), )  # the usual single teacher
+
+
 @dataclass
 class Step:
+    """One demo row: ``needs`` maps config keys to the step(s) whose last
+    checkpoint they take (a tuple of steps gives a list value)."""
     name: str
     config: str
     label: str
-    teachers: tuple = ('teacher', )  # steps whose checkpoints it needs
-    teacher_key: str = 'model.teacher_ckpt'  # '...ckpts' takes a list
+    needs: tuple = T
+    evaluate: bool = True
 
     @property
-    def uses_teacher(self) -> bool:
-        return bool(self.teachers)
+    def depends_on(self) -> set:
+        deps = set()
+        for _, steps in self.needs:
+            deps.update((steps, ) if isinstance(steps, str) else steps)
+        return deps
 
 
 # One row per method; each method adds its own step here.
 STEPS = [
     Step('teacher', 'configs/demo/teacher_digits.py',
-         'Teacher: ResNet-18 (CIFAR stem, width 16)', teachers=()),
+         'Teacher: ResNet-18 (CIFAR stem, width 16)', needs=()),
     Step('student', 'configs/demo/student_digits.py',
-         'Student alone: ResNet-10 (3 stages, width 8)', teachers=()),
+         'Student alone: ResNet-10 (3 stages, width 8)', needs=()),
     Step('kd', 'configs/demo/kd_digits.py',
          'KD (mmrazor SingleTeacherDistill + KLDivergence, baseline)'),
     Step('aekt', 'configs/demo/aekt_digits.py',
          'AEKT (reconstruction; AEKTLoss + AEKTHead)'),
     Step('atsc', 'configs/demo/atsc_digits.py',
          'ATSC (adapted teacher, shared classifier)',
-         teacher_key='model.teacher_ckpts'),
+         needs=(('model.teacher_ckpts', ('teacher', )), )),
     Step('teacher2', 'configs/demo/teacher2_digits.py',
-         'Second teacher (same network, seed 1)', teachers=()),
-    Step('atsc2', 'configs/demo/atsc2_digits.py',
-         'ATSC, two teachers', teachers=('teacher', 'teacher2'),
-         teacher_key='model.teacher_ckpts'),
+         'Second teacher (same network, seed 1)', needs=()),
+    Step('atsc2', 'configs/demo/atsc2_digits.py', 'ATSC, two teachers',
+         needs=(('model.teacher_ckpts', ('teacher', 'teacher2')), )),
+    Step('ie_stage1', 'configs/demo/ie_kd_stage1_digits.py',
+         'IE-KD stage 1 (teacher auto-encoder; not a classifier)',
+         evaluate=False),
+    Step('ie_kd', 'configs/demo/ie_kd_digits.py', 'IE-KD (CE + IE)',
+         needs=T + (('model.distiller.connectors.t_enc.stage1_ckpt',
+                     'ie_stage1'), )),
+    Step('ie_kd_kd', 'configs/demo/ie_kd_kd_digits.py', 'IE-KD + KD',
+         needs=T + (('model.distiller.connectors.t_enc.stage1_ckpt',
+                     'ie_stage1'), )),
 ]
 
 
@@ -89,9 +105,9 @@ def main(argv=None) -> list[dict]:
     steps = STEPS
     if args.only:
         wanted = set(args.only)
-        for s in STEPS:
+        for s in reversed(STEPS):
             if s.name in wanted:
-                wanted.update(s.teachers)
+                wanted.update(s.depends_on)
         steps = [s for s in STEPS if s.name in wanted]
     os.makedirs(args.work_dir, exist_ok=True)
     extra = ([f'train_cfg.max_epochs={args.epochs}',
@@ -102,11 +118,10 @@ def main(argv=None) -> list[dict]:
     for step in steps:
         wd = osp.join(args.work_dir, step.name)
         opts = list(extra)
-        if step.uses_teacher:
-            paths = [ckpts[t] for t in step.teachers]
-            value = (f'[{",".join(paths)}]' if step.teacher_key.endswith('s')
-                     else paths[0])
-            opts.append(f'{step.teacher_key}={value}')
+        for key, needed in step.needs:
+            value = (ckpts[needed] if isinstance(needed, str) else
+                     '[' + ','.join(ckpts[n] for n in needed) + ']')
+            opts.append(f'{key}={value}')
         print(f'[demo] {step.name}: training {step.config} ...', flush=True)
         cmd = [sys.executable, 'tools/train.py', step.config, '--work-dir', wd]
         if opts:
@@ -116,6 +131,11 @@ def main(argv=None) -> list[dict]:
         train_s = time.time() - t0
         ckpt = last_checkpoint(wd)
         ckpts[step.name] = ckpt
+        if not step.evaluate:
+            rows.append(dict(step=step.name, method=step.label, top1=None,
+                             train_s=round(train_s, 1), checkpoint=ckpt))
+            print(f'[demo] {step.name}: done ({train_s:.0f} s)', flush=True)
+            continue
         metrics_file = osp.join(wd, 'test_metrics.json')
         run([sys.executable, 'tools/test.py', step.config, ckpt, '--work-dir',
              wd, '--dump-metrics', metrics_file],
@@ -128,8 +148,9 @@ def main(argv=None) -> list[dict]:
               f'({train_s:.0f} s)', flush=True)
 
     table = ['| method | top-1 (%) | train time (s) |', '| --- | ---: | ---: |']
-    table += [f"| {r['method']} | {r['top1']:.2f} | {r['train_s']:.0f} |"
-              for r in rows]
+    table += [f"| {r['method']} | "
+              f"{'-' if r['top1'] is None else format(r['top1'], '.2f')} | "
+              f"{r['train_s']:.0f} |" for r in rows]
     text = '\n'.join(table)
     print('\nDigits test split (360 images), one CPU run:\n' + text)
     with open(osp.join(args.work_dir, 'results.md'), 'w') as f:

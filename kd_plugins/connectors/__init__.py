@@ -1,3 +1,5 @@
 from .atsc import ATSCProjector
+from .ie_kd import IEAutoEncoder, IEStudentEncoder, IETeacherEncoder
 
-__all__ = ['ATSCProjector']
+__all__ = ['ATSCProjector', 'IEAutoEncoder', 'IEStudentEncoder',
+           'IETeacherEncoder']

@@ -96,10 +96,35 @@ def check_teacher_ckpt(cfg: Config) -> None:
                 f'checkpoint: --cfg-options model.{key}={example}')
 
 
+def _find_key(obj, key: str, path: str = 'model'):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            here = f'{path}.{k}'
+            if k == key:
+                yield here, v
+            yield from _find_key(v, key, here)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _find_key(v, key, f'{path}[{i}]')
+
+
+def check_stage1_ckpt(cfg: Config) -> None:
+    """IE-KD stage 2 needs its stage-1 checkpoint (teacher encoder)."""
+    for where, ckpt in _find_key(cfg.get('model') or {}, 'stage1_ckpt'):
+        if ckpt and not osp.isfile(ckpt):
+            raise PreflightError(
+                f'{where} {ckpt!r} does not exist: IE-KD stage 2 needs the '
+                'stage-1 checkpoint (the trained teacher encoder).\n'
+                '  Fix: run stage 1 first (e.g. python tools/train.py '
+                'configs/demo/ie_kd_stage1_digits.py), then pass its '
+                f'checkpoint: --cfg-options {where}=PATH')
+
+
 def preflight(cfg: Config, mode: str = 'train') -> None:
     """Run every check for ``mode`` ('train' or 'test')."""
     if mode == 'train':
         check_data(cfg, ('train_dataloader', 'val_dataloader'))
         check_teacher_ckpt(cfg)
+        check_stage1_ckpt(cfg)
     else:
         check_data(cfg, ('test_dataloader',))

@@ -1,0 +1,41 @@
+# IE-KD stage 1 on Digits: train the teacher factor auto-encoder (Coder
+# encoder + mirrored decoder, rate 0.5) on the frozen teacher's last map with
+# an L1 reconstruction loss (mmrazor's Factor-Transfer pre-training pattern:
+# student_trainable=False, calculate_student_loss=False). Its checkpoint holds
+# the teacher encoder that stage 2 (configs/demo/ie_kd_digits.py) loads.
+#   python tools/train.py configs/demo/ie_kd_stage1_digits.py \
+#       --cfg-options model.teacher_ckpt=work_dirs/teacher_digits/epoch_12.pth
+_base_ = [
+    '../_base_/models/demo_digits.py', '../_base_/datasets/digits.py',
+    '../_base_/schedules/digits_cosine.py', '../_base_/default_runtime.py'
+]
+_cls_pre = dict(type='mmpretrain.ClsDataPreprocessor')
+model = dict(
+    _scope_='mmrazor',
+    type='SingleTeacherDistill',
+    data_preprocessor=_base_.data_preprocessor,
+    architecture=dict(**_base_.student_model, data_preprocessor=_cls_pre),
+    teacher=dict(**_base_.teacher_model, data_preprocessor=_cls_pre),
+    teacher_ckpt='work_dirs/teacher_digits/epoch_12.pth',
+    student_trainable=False,
+    calculate_student_loss=False,
+    distiller=dict(
+        type='ConfigurableDistiller',
+        teacher_recorders=dict(
+            feat=dict(type='ModuleOutputs', source='backbone.layer4')),
+        connectors=dict(
+            t_ae=dict(type='IEAutoEncoder', in_channels=128, rate=0.5)),
+        distill_losses=dict(loss_rec=dict(type='L1Loss', loss_weight=1.0)),
+        loss_forward_mappings=dict(
+            loss_rec=dict(
+                s_feature=dict(from_student=False, recorder='feat',
+                               connector='t_ae'),
+                t_feature=dict(from_student=False, recorder='feat')))))
+find_unused_parameters = True
+# only the auto-encoder learns: no accuracy to validate
+train_cfg = dict(max_epochs=8, val_interval=100)
+val_dataloader = None
+val_cfg = None
+val_evaluator = None
+default_hooks = dict(logger=dict(interval=10),
+                     checkpoint=dict(save_best=None))

@@ -1,0 +1,40 @@
+# IE-KD stage 1, CIFAR-100 teacher resnet56: teacher factor auto-encoder on
+# backbone.layer3 (64 ch, 8x8), rate 0.5, L1 reconstruction, 30 epochs.
+# Output: the teacher encoder that configs/ie_kd_r56_r20_cifar100.py loads.
+_base_ = [
+    '../_base_/models/cifar/resnet56.py', '../_base_/models/cifar/resnet20.py',
+    '../_base_/datasets/cifar100_kd.py', '../_base_/default_runtime.py'
+]
+train_dataloader = dict(batch_size=128)
+_cls_pre = dict(type='mmpretrain.ClsDataPreprocessor')
+model = dict(
+    _scope_='mmrazor',
+    type='SingleTeacherDistill',
+    data_preprocessor=_base_.data_preprocessor,
+    architecture=dict(**_base_.resnet20, data_preprocessor=_cls_pre),
+    teacher=dict(**_base_.resnet56, data_preprocessor=_cls_pre),
+    teacher_ckpt='work_dirs/teachers/resnet56_cifar100.pth',
+    student_trainable=False,
+    calculate_student_loss=False,
+    distiller=dict(
+        type='ConfigurableDistiller',
+        teacher_recorders=dict(
+            feat=dict(type='ModuleOutputs', source='backbone.layer3')),
+        connectors=dict(
+            t_ae=dict(type='IEAutoEncoder', in_channels=64, rate=0.5)),
+        distill_losses=dict(loss_rec=dict(type='L1Loss', loss_weight=1.0)),
+        loss_forward_mappings=dict(
+            loss_rec=dict(
+                s_feature=dict(from_student=False, recorder='feat',
+                               connector='t_ae'),
+                t_feature=dict(from_student=False, recorder='feat')))))
+find_unused_parameters = True
+optim_wrapper = dict(
+    optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4,
+                   nesterov=True))
+param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, T_max=30)
+train_cfg = dict(by_epoch=True, max_epochs=30, val_interval=1000)
+val_dataloader = None
+val_cfg = None
+val_evaluator = None
+default_hooks = dict(checkpoint=dict(save_best=None))

@@ -1,0 +1,219 @@
+"""IE-KD: losses by hand, channel split, exploration sign, frozen stage-1
+encoder, stage 1 -> stage 2 on Digits, composition, export, errors."""
+import json
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmrazor.registry import MODELS
+
+from tests.conftest import ROOT, run_tool
+
+
+def n(x):
+    flat = x.flatten(1)
+    return (flat / flat.norm(dim=1, keepdim=True)).view_as(x)
+
+
+def test_losses_match_the_formula():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(3, 4, 5, 5, generator=g), torch.randn(3, 4, 5, 5,
+                                                              generator=g)
+    inh = MODELS.build(dict(type='IEInheritLoss'))(s, t)
+    exp = MODELS.build(dict(type='IEExploreLoss', loss_weight=7.0))(s, t)
+    ref = (n(s) - n(t)).abs().mean()
+    torch.testing.assert_close(inh, 50.0 * ref)
+    torch.testing.assert_close(exp, -7.0 * ref)
+    # by hand for one sample: x / ||x||_2 over all of (C, H, W)
+    x = s[0]
+    torch.testing.assert_close(n(s)[0], x / x.pow(2).sum().sqrt())
+
+
+def test_exploration_pushes_away_and_inheritance_pulls_closer():
+    s = torch.randn(2, 3, 4, 4, requires_grad=True)
+    t = torch.randn(2, 3, 4, 4)
+    step = 0.05
+    for kind, sign in (('IEInheritLoss', -1), ('IEExploreLoss', +1)):
+        loss_fn = MODELS.build(dict(type=kind, loss_weight=1.0))
+        s.grad = None
+        loss_fn(s, t).backward()
+        dist = (n(s) - n(t)).abs().mean().item()
+        moved = (s - step * s.grad).detach()  # one gradient-descent step
+        new = (n(moved) - n(t)).abs().mean().item()
+        assert (new - dist) * sign > 0, kind
+    # the explore gradient is exactly the negated inherit gradient
+    s.grad = None
+    MODELS.build(dict(type='IEInheritLoss'))(s, t).backward()
+    g_inh = s.grad.clone()
+    s.grad = None
+    MODELS.build(dict(type='IEExploreLoss'))(s, t).backward()
+    torch.testing.assert_close(s.grad, -g_inh)
+
+
+def test_no_gradient_reaches_the_teacher_factor():
+    s, t = torch.randn(2, 3, 4, 4, requires_grad=True), \
+        torch.randn(2, 3, 4, 4, requires_grad=True)
+    MODELS.build(dict(type='IEInheritLoss'))(s, t).backward()
+    assert t.grad is None
+
+
+def test_spatial_sizes_are_aligned_and_channels_checked():
+    loss = MODELS.build(dict(type='IEInheritLoss', loss_weight=1.0))
+    s, t = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 4, 4)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(s, 4)
+    torch.testing.assert_close(loss(s, t), (n(pooled) - n(t)).abs().mean())
+    with pytest.raises(ValueError, match='out_channels'):
+        loss(torch.randn(2, 5, 4, 4), t)
+
+
+def test_split_sends_gradients_to_the_right_channels_only():
+    feat = torch.randn(2, 32, 8, 8, requires_grad=True)
+    for part, (lo, hi) in (('inherit', (0, 16)), ('explore', (16, 32))):
+        enc = MODELS.build(dict(type='IEStudentEncoder', in_channels=32,
+                                out_channels=64, part=part))
+        feat.grad = None
+        enc(feat).sum().backward()
+        per_channel = feat.grad.abs().sum((0, 2, 3))
+        assert (per_channel[lo:hi] > 0).all()
+        outside = torch.cat([per_channel[:lo], per_channel[hi:]])
+        assert torch.equal(outside, torch.zeros_like(outside))
+    enc = MODELS.build(dict(type='IEStudentEncoder', in_channels=32,
+                            out_channels=64, split_ratio=0.25,
+                            part='explore'))
+    assert enc.channels == (8, 32)
+
+
+def test_coder_layout():
+    ae = MODELS.build(dict(type='IEAutoEncoder', in_channels=16, rate=0.5))
+    convs = [m for m in ae.encoder if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == \
+        [(16, 16), (16, 8), (8, 8)]
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1)
+               for c in convs)
+    assert isinstance(ae.encoder[0], torch.nn.LeakyReLU)
+    assert ae(torch.randn(2, 16, 4, 4)).shape == (2, 16, 4, 4)
+
+
+STAGE1 = 'configs/demo/ie_kd_stage1_digits.py'
+STAGE2 = 'configs/demo/ie_kd_digits.py'
+
+
+@pytest.fixture(scope='module')
+def stage1(digits_teacher, tmp_path_factory):
+    _, teacher, _ = digits_teacher
+    wd = str(tmp_path_factory.mktemp('ie_stage1'))
+    proc = run_tool(['tools/train.py', STAGE1, '--work-dir', wd,
+                     '--cfg-options', f'model.teacher_ckpt={teacher}',
+                     'train_cfg.max_epochs=2'])
+    assert 'distill.loss_rec' in proc.stdout + proc.stderr
+    return teacher, osp.join(wd, 'epoch_2.pth')
+
+
+def _stage2(cfg, wd, teacher, s1, epochs=2, extra=()):
+    return run_tool(['tools/train.py', cfg, '--work-dir', wd, '--cfg-options',
+                     f'model.teacher_ckpt={teacher}',
+                     f'model.distiller.connectors.t_enc.stage1_ckpt={s1}',
+                     f'train_cfg.max_epochs={epochs}',
+                     f'train_cfg.val_interval={epochs}', *extra])
+
+
+def test_stage1_trains_only_the_autoencoder(stage1):
+    teacher, s1 = stage1
+    state = torch.load(s1, weights_only=True)['state_dict']
+    pre = torch.load(teacher, weights_only=True)['state_dict']
+    for k, v in pre.items():  # teacher frozen
+        assert torch.equal(state['teacher.' + k], v), k
+    assert any(k.startswith('distiller.connectors.t_ae.encoder.')
+               for k in state)
+
+
+def test_stage2_end_to_end_encoder_frozen_and_export(stage1, tmp_path):
+    teacher, s1 = stage1
+    wd = str(tmp_path / 's2')
+    proc = _stage2(STAGE2, wd, teacher, s1)
+    log = proc.stdout + proc.stderr
+    assert 'distill.loss_inh' in log and 'distill.loss_exp' in log
+    ck = torch.load(osp.join(wd, 'epoch_2.pth'), weights_only=True)
+    sd = ck['state_dict']
+    s1_sd = torch.load(s1, weights_only=True)['state_dict']
+    enc = {k: v for k, v in sd.items()
+           if k.startswith('distiller.connectors.t_enc.encoder.')}
+    assert enc
+    for k, v in enc.items():  # frozen: identical to stage 1 (BN stats too)
+        src = k.replace('connectors.t_enc.', 'connectors.t_ae.')
+        assert torch.equal(v, s1_sd[src]), k
+    # export: the student only, no IE encoders
+    out = str(tmp_path / 'export')
+    run_tool(['tools/export_student.py', STAGE2, osp.join(wd, 'epoch_2.pth'),
+              out])
+    keys = torch.load(osp.join(out, 'student.pth'),
+                      weights_only=True)['state_dict'].keys()
+    assert not any('connectors' in k or 'encoder' in k or 'teacher' in k
+                   for k in keys)
+    m1, m2 = tmp_path / 'm1.json', tmp_path / 'm2.json'
+    run_tool(['tools/test.py', STAGE2, osp.join(wd, 'epoch_2.pth'),
+              '--work-dir', str(tmp_path / 't1'), '--dump-metrics', str(m1),
+              '--cfg-options', f'model.distiller.connectors.t_enc.stage1_ckpt={s1}'])
+    run_tool(['tools/test.py', osp.join(out, 'student.py'),
+              osp.join(out, 'student.pth'), '--work-dir', str(tmp_path / 't2'),
+              '--dump-metrics', str(m2)])
+    top = [json.loads(m.read_text())['accuracy/top1'] for m in (m1, m2)]
+    assert top[0] == pytest.approx(top[1], abs=1e-6)
+
+
+@pytest.mark.parametrize('cfg,needle', [
+    ('configs/demo/ie_kd_kd_digits.py', 'distill.loss_kd'),
+    ('configs/demo/ie_kd_aekt_digits.py', 'distill.loss_aekt'),
+])
+def test_ie_composes_with_other_kd_losses(stage1, tmp_path, cfg, needle):
+    teacher, s1 = stage1
+    proc = _stage2(cfg, str(tmp_path / 'c'), teacher, s1, epochs=2)
+    log = proc.stdout + proc.stderr
+    assert needle in log and 'distill.loss_inh' in log
+
+
+def test_stage2_without_stage1_checkpoint_is_a_clear_error(digits_teacher,
+                                                           tmp_path):
+    _, teacher, _ = digits_teacher
+    proc = run_tool(['tools/train.py', STAGE2, '--work-dir', str(tmp_path),
+                     '--cfg-options', f'model.teacher_ckpt={teacher}',
+                     'model.distiller.connectors.t_enc.stage1_ckpt='
+                     '/no/stage1.pth'], check=False)
+    assert proc.returncode != 0
+    assert "'/no/stage1.pth' does not exist" in proc.stderr
+    assert 'run stage 1 first' in proc.stderr
+    assert 'Traceback' not in proc.stderr  # caught before any model is built
+
+
+def test_missing_or_mismatched_stage1_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match='run stage 1 first'):
+        MODELS.build(dict(type='IETeacherEncoder', in_channels=128,
+                          stage1_ckpt=str(tmp_path / 'none.pth')))
+    ae = MODELS.build(dict(type='IEAutoEncoder', in_channels=64))
+    path = str(tmp_path / 's1.pth')
+    torch.save({'state_dict': {f'distiller.connectors.t_ae.{k}': v
+                               for k, v in ae.state_dict().items()}}, path)
+    with pytest.raises(ValueError, match='another teacher or channel count'):
+        MODELS.build(dict(type='IETeacherEncoder', in_channels=128,
+                          stage1_ckpt=path))
+    enc = MODELS.build(dict(type='IETeacherEncoder', in_channels=64,
+                            stage1_ckpt=path))
+    assert not any(p.requires_grad for p in enc.parameters())
+    enc.train()
+    assert not enc.training
+
+
+def test_imagenet_and_cifar_configs_build():
+    for f, c_t in (('configs/ie_kd_r34_r18_in1k.py', 512),
+                   ('configs/ie_kd_r56_r20_cifar100.py', 64)):
+        cfg = Config.fromfile(osp.join(ROOT, f))
+        cfg.model.teacher_ckpt = None
+        cfg.model.distiller.connectors.t_enc.stage1_ckpt = None
+        model = MODELS.build(cfg.model)
+        assert model.distiller.connectors.t_enc.in_channels == c_t
+    for f in ('configs/ie_kd/stage1_r34_in1k.py',
+              'configs/ie_kd/stage1_r56_cifar100.py'):
+        cfg = Config.fromfile(osp.join(ROOT, f))
+        cfg.model.teacher_ckpt = None
+        MODELS.build(cfg.model)

@@ -18,4 +18,4 @@ model = dict(
     projectors=[dict(type='ATSCProjector', in_channels=256, out_channels=256,
                      factor=2)],
     mse_weight=1.0, anchor_weight=1.0, ce_weight=0.0, kd_weight=0.0)
-optim_wrapper = dict(constructor='ATSCOptimWrapperConstructor')
+optim_wrapper = dict(constructor='KDMultiOptimWrapperConstructor')

@@ -20,7 +20,7 @@ model = dict(
                      out_channels=2048, factor=2)],
     mse_weight=1.0, anchor_weight=10.0, ce_weight=0.0, kd_weight=0.0)
 optim_wrapper = dict(
-    constructor='ATSCOptimWrapperConstructor',
+    constructor='KDMultiOptimWrapperConstructor',
     optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4))
 param_scheduler = dict(
     type='MultiStepLR', by_epoch=True, milestones=[30, 60, 90], gamma=0.1)

@@ -37,7 +37,7 @@ def batch(n=8, seed=0):
 
 def optim(model, **kw):
     from mmengine.optim import build_optim_wrapper
-    cfg = dict(constructor='ATSCOptimWrapperConstructor',
+    cfg = dict(constructor='KDMultiOptimWrapperConstructor',
                optimizer=dict(type='SGD', lr=0.05, momentum=0.9, **kw))
     return build_optim_wrapper(model, cfg)
 

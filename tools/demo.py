@@ -70,6 +70,8 @@ STEPS = [
     Step('ie_kd_kd', 'configs/demo/ie_kd_kd_digits.py', 'IE-KD + KD',
          needs=T + (('model.distiller.connectors.t_enc.stage1_ckpt',
                      'ie_stage1'), )),
+    Step('ie_dml', 'configs/demo/ie_dml_digits.py',
+         'IE-DML (two students, no teacher; student A reported)', needs=()),
 ]
 
 

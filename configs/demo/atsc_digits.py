@@ -23,5 +23,5 @@ model = dict(
     ce_weight=0.0,  # c
     kd_weight=0.0)  # d
 # main optimizer + a separate one for the teacher classifier biases (step 2)
-optim_wrapper = dict(constructor='ATSCOptimWrapperConstructor')
+optim_wrapper = dict(constructor='KDMultiOptimWrapperConstructor')
 default_hooks = dict(logger=dict(interval=10))

@@ -1,3 +1,4 @@
-from .atsc import ATSC, ATSCOptimWrapperConstructor
+from .atsc import ATSC
+from .ie_dml import IEDML
 
-__all__ = ['ATSC', 'ATSCOptimWrapperConstructor']
+__all__ = ['ATSC', 'IEDML']

@@ -31,10 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModel
-from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.optim import OptimWrapperDict
 from mmengine.runner import load_checkpoint
 from mmrazor.models.algorithms.base import BaseAlgorithm
-from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from mmrazor.registry import MODELS
 
 TEACHER_BIAS_OPTIM = 'teacher_bias'
@@ -151,6 +150,15 @@ class ATSC(BaseAlgorithm):
         """Parameters of the second step (teacher classifier biases)."""
         return [t.head.fc.bias for t in self.teachers]
 
+    def optim_param_groups(self) -> Dict[str, List[nn.Parameter]]:
+        """Step 1 (everything trainable but the teacher classifier biases)
+        and step 2 (those biases): one optimizer each, same settings."""
+        bias = self.teacher_bias_params()
+        ids = {id(p) for p in bias}
+        main = [p for p in self.parameters()
+                if p.requires_grad and id(p) not in ids]
+        return {MAIN_OPTIM: main, TEACHER_BIAS_OPTIM: bias}
+
     # ------------------------------------------------------------------
     def _student_map(self, inputs):
         return self.student.extract_feat(inputs, stage='backbone')[-1]
@@ -225,7 +233,7 @@ class ATSC(BaseAlgorithm):
                 TEACHER_BIAS_OPTIM not in optim_wrapper.optim_wrappers:
             raise TypeError(
                 "ATSC needs optim_wrapper=dict(constructor="
-                "'ATSCOptimWrapperConstructor', optimizer=...) so that the "
+                "'KDMultiOptimWrapperConstructor', optimizer=...) so that the "
                 'teacher classifier biases get their own optimizer.')
         main = optim_wrapper[MAIN_OPTIM]
         bias = optim_wrapper[TEACHER_BIAS_OPTIM]
@@ -293,45 +301,3 @@ class ATSC(BaseAlgorithm):
                 sd[f'head.classifiers.{k}.{key.split(".head.fc.")[1]}'] = \
                     value
         return student, sd
-
-
-def _build_optim(cfg: dict, params: list) -> OptimWrapper:
-    from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
-    wrapper_cfg = copy.deepcopy(cfg)
-    optim_cfg = wrapper_cfg.pop('optimizer')
-    wrapper_cfg.setdefault('type', 'OptimWrapper')
-    optimizer = OPTIMIZERS.build(dict(optim_cfg, params=params))
-    return OPTIM_WRAPPERS.build(dict(wrapper_cfg, optimizer=optimizer))
-
-
-@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
-class ATSCOptimWrapperConstructor:
-    """Two optimizers with the same settings: ``main`` (everything trainable
-    except the teacher classifier biases) and ``teacher_bias``.
-
-    Config: ``optim_wrapper=dict(constructor='ATSCOptimWrapperConstructor',
-    optimizer=dict(type='SGD', lr=..., ...))``.
-    """
-
-    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg=None):
-        if paramwise_cfg:
-            raise ValueError('ATSCOptimWrapperConstructor does not support '
-                             'paramwise_cfg.')
-        self.cfg = optim_wrapper_cfg
-
-    def __call__(self, model: nn.Module) -> OptimWrapperDict:
-        from mmengine.dist import get_world_size
-        from mmengine.model import is_model_wrapper
-        if get_world_size() > 1:
-            raise NotImplementedError(
-                'ATSC does not support multi-process (DDP) training yet: its '
-                'second update step (teacher classifier biases) is not '
-                'synchronised across ranks. Train ATSC on one GPU for now.')
-        model = model.module if is_model_wrapper(model) else model
-        bias = model.teacher_bias_params()
-        ids = {id(p) for p in bias}
-        main = [p for p in model.parameters()
-                if p.requires_grad and id(p) not in ids]
-        return OptimWrapperDict(**{
-            MAIN_OPTIM: _build_optim(self.cfg, main),
-            TEACHER_BIAS_OPTIM: _build_optim(self.cfg, bias)})

@@ -1,4 +1,6 @@
 from .hooks import EpochSeedHook
+from .optim import KDMultiOptimWrapperConstructor
 from .preflight import PreflightError, preflight
 
-__all__ = ['EpochSeedHook', 'PreflightError', 'preflight']
+__all__ = ['EpochSeedHook', 'KDMultiOptimWrapperConstructor',
+           'PreflightError', 'preflight']

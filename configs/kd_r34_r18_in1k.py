@@ -6,10 +6,13 @@
 #   bash tools/dist_train.sh configs/kd_r34_r18_in1k.py 8
 _base_ = [
     '_base_/models/resnet_in1k.py', '_base_/datasets/imagenet.py',
-    '_base_/schedules/imagenet_100e.py', '_base_/default_runtime.py'
+    '_base_/schedules/imagenet_100e.py', '_base_/default_runtime.py',
+    '_base_/distill/kd.py'
 ]
 train_dataloader = dict(batch_size=64)
 _cls_pre = dict(type='mmpretrain.ClsDataPreprocessor')
+_kd = _base_.kd_distiller
+_kd['distill_losses']['loss_kd'].update(tau=1, loss_weight=1.0)
 model = dict(
     _scope_='mmrazor',
     type='SingleTeacherDistill',
@@ -17,16 +20,5 @@ model = dict(
     architecture=dict(**_base_.resnet18, data_preprocessor=_cls_pre),
     teacher=dict(**_base_.resnet34, data_preprocessor=_cls_pre),
     teacher_ckpt=_base_.resnet34_ckpt,
-    distiller=dict(
-        type='ConfigurableDistiller',
-        student_recorders=dict(
-            fc=dict(type='ModuleOutputs', source='head.fc')),
-        teacher_recorders=dict(
-            fc=dict(type='ModuleOutputs', source='head.fc')),
-        distill_losses=dict(
-            loss_kd=dict(type='KLDivergence', tau=1, loss_weight=1.0)),
-        loss_forward_mappings=dict(
-            loss_kd=dict(
-                preds_S=dict(from_student=True, recorder='fc'),
-                preds_T=dict(from_student=False, recorder='fc')))))
+    distiller=_kd)
 find_unused_parameters = True

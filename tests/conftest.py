@@ -45,3 +45,19 @@ def digits_teacher(tmp_path_factory):
     ckpt = osp.join(wd, 'epoch_8.pth')
     assert osp.isfile(ckpt)
     return wd, ckpt, proc.stdout + proc.stderr
+
+
+def stopped_copy(work_dir: str, dst: str, epoch: int) -> str:
+    """Copy a finished work dir as if the run had stopped after ``epoch``:
+    later ``epoch_*.pth`` files are removed and ``last_checkpoint`` points at
+    ``epoch_<epoch>.pth``, so ``--resume`` continues from there."""
+    import glob
+    import re
+    import shutil
+    shutil.copytree(work_dir, dst)
+    for path in glob.glob(osp.join(dst, 'epoch_*.pth')):
+        if int(re.findall(r'epoch_(\d+)\.pth$', path)[0]) > epoch:
+            os.remove(path)
+    with open(osp.join(dst, 'last_checkpoint'), 'w') as f:
+        f.write(osp.join(dst, f'epoch_{epoch}.pth'))
+    return dst

@@ -3,7 +3,6 @@ end to end (train, evaluate, resume, export), configs."""
 import json
 import os
 import os.path as osp
-import shutil
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from mmengine.logging import MessageHub
 from mmpretrain.registry import MODELS as PT_MODELS
 from mmrazor.registry import MODELS as RZ_MODELS
 
-from tests.conftest import ROOT, run_tool
+from tests.conftest import ROOT, run_tool, stopped_copy
 
 
 def aekt(**kw):
@@ -218,11 +217,8 @@ def test_demo_trains_evaluates_resumes_and_exports(digits_teacher, tmp_path,
     log = _aekt_run(full, teacher, cfg=cfg_file)
     assert 'distill.loss_aekt' in log.stdout + log.stderr
     # resume from epoch 2 reaches the same weights as the full run
-    part = str(tmp_path / 'part')
-    shutil.copytree(full, part)
-    os.remove(osp.join(part, 'epoch_3.pth'))
-    with open(osp.join(part, 'last_checkpoint'), 'w') as f:
-        f.write(osp.join(part, 'epoch_2.pth'))
+    # a run that stopped after epoch 2: same files, epoch 3 gone
+    part = stopped_copy(full, str(tmp_path / 'part'), epoch=2)
     _aekt_run(part, teacher, '--resume', cfg=cfg_file)
     a = torch.load(osp.join(full, 'epoch_3.pth'), weights_only=True)
     b = torch.load(osp.join(part, 'epoch_3.pth'), weights_only=True)

@@ -2,9 +2,7 @@
 prediction, resume of theta0, export."""
 import copy
 import json
-import os
 import os.path as osp
-import shutil
 
 import pytest
 import torch
@@ -14,7 +12,7 @@ from mmpretrain.registry import MODELS as PT_MODELS
 from mmpretrain.structures import DataSample
 from mmrazor.registry import MODELS
 
-from tests.conftest import ROOT, run_tool
+from tests.conftest import ROOT, run_tool, stopped_copy
 
 CFG = 'configs/demo/atsc_digits.py'
 CFG2 = 'configs/demo/atsc2_digits.py'
@@ -187,11 +185,8 @@ def test_trains_resumes_keeps_theta0_and_exports(digits_teacher, tmp_path):
     full = str(tmp_path / 'full')
     proc = _run(full, [teacher])
     assert 'teacher_ce' in proc.stdout + proc.stderr
-    part = str(tmp_path / 'part')
-    shutil.copytree(full, part)
-    os.remove(osp.join(part, 'epoch_3.pth'))
-    with open(osp.join(part, 'last_checkpoint'), 'w') as f:
-        f.write(osp.join(part, 'epoch_2.pth'))
+    # a run that stopped after epoch 2: same files, epoch 3 gone
+    part = stopped_copy(full, str(tmp_path / 'part'), epoch=2)
     _run(part, [teacher], '--resume')
     a = torch.load(osp.join(full, 'epoch_3.pth'), weights_only=True)
     b = torch.load(osp.join(part, 'epoch_3.pth'), weights_only=True)

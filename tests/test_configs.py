@@ -15,6 +15,7 @@ def test_kd_r34_r18_in1k_builds_and_runs_a_step_on_tiny_images():
     assert cfg.model.teacher_ckpt.startswith('https://download.openmmlab.com')
     assert cfg.train_dataloader.batch_size * 8 == 512
     assert cfg.optim_wrapper.optimizer.lr == 0.2
+    assert cfg.model.distiller.distill_losses.loss_kd.tau == 1
     cfg.model.teacher_ckpt = None
     model = MODELS.build(cfg.model)
     from mmpretrain.structures import DataSample

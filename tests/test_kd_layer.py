@@ -121,3 +121,222 @@ def test_export_keeps_the_kd_layers(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(exported(x, mode='tensor'),
                                    model(x, mode='tensor'))
+
+
+# ------------------------------------------------------------ supervision
+import json  # noqa: E402
+import os.path as osp  # noqa: E402
+
+import numpy as np  # noqa: E402
+from mmrazor.registry import MODELS as RZ  # noqa: E402
+
+from tests.conftest import ROOT, run_tool, stopped_copy  # noqa: E402
+
+
+def _write_stats(path, c=4, k=3, classes=2, sub=2, d=2, seed=0):
+    rng = np.random.default_rng(seed)
+    s = classes * sub
+    s_t = rng.random((s, s)).astype(np.float32)
+    s_t /= s_t.sum(1, keepdims=True)
+    meta = dict(kinds=['penultimate', 'intermediate'], num_classes=classes,
+                subclasses=sub, classes=[str(i) for i in range(classes)])
+    arrays = dict(penult_centers=rng.normal(size=(k, c)).astype(np.float32),
+                  inter_mean=rng.normal(size=c).astype(np.float32),
+                  inter_proj=rng.normal(size=(c, d)).astype(np.float32),
+                  inter_centers=rng.normal(size=(s, d)).astype(np.float32),
+                  inter_s_t=s_t)
+    np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+    return arrays
+
+
+def test_penultimate_targets_and_kl_by_hand(tmp_path):
+    path = str(tmp_path / 's.npz')
+    arr = _write_stats(path)
+    loss = RZ.build(dict(type='KDLayerLoss', stats_file=path,
+                         kind='penultimate', num_templates=3, tau=0.5))
+    feat_t = torch.randn(2, 4, 2, 2)
+    scores = torch.randn(2, 3, 2, 2)
+    rho = torch.from_numpy(arr['penult_centers'])
+    total = 0.0
+    for b in range(2):
+        for i in range(2):
+            for j in range(2):
+                f = feat_t[b, :, i, j]
+                d2 = ((f[None] - rho) ** 2).sum(1)
+                p_t = torch.softmax(-0.5 * d2, 0)
+                log_p_s = torch.log_softmax(scores[b, :, i, j], 0)
+                total += (p_t * (p_t.log() - log_p_s)).sum()
+    torch.testing.assert_close(loss(scores, feat_t), total / 8, rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_intermediate_targets_by_hand(tmp_path):
+    path = str(tmp_path / 's.npz')
+    arr = _write_stats(path)
+    loss = RZ.build(dict(type='KDLayerLoss', stats_file=path,
+                         kind='intermediate', num_templates=4, num_classes=2))
+    feat_t = torch.randn(2, 4, 1, 2)
+    labels = torch.tensor([1, 0])
+    got = loss.targets(feat_t, labels)
+    mean, proj = arr['inter_mean'], arr['inter_proj']
+    centers, s_t = arr['inter_centers'], arr['inter_s_t']
+    rows = []
+    for b in range(2):
+        for j in range(2):
+            z = (feat_t[b, :, 0, j].numpy() - mean) @ proj
+            c = int(labels[b])
+            cand = [c * 2, c * 2 + 1]  # the true class's subclasses only
+            k = min(cand, key=lambda s: ((z - centers[s]) ** 2).sum())
+            rows.append(s_t[k])
+    np.testing.assert_allclose(got.numpy(), np.stack(rows), rtol=1e-6)
+
+
+def test_teacher_map_is_pooled_to_the_student_size(tmp_path):
+    path = str(tmp_path / 's.npz')
+    _write_stats(path)
+    loss = RZ.build(dict(type='KDLayerLoss', stats_file=path,
+                         kind='penultimate'))
+    feat_t, scores = torch.randn(1, 4, 4, 4), torch.randn(1, 3, 2, 2)
+    torch.testing.assert_close(
+        loss(scores, feat_t),
+        loss(scores, torch.nn.functional.adaptive_avg_pool2d(feat_t, 2)))
+
+
+def test_stats_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='kd_layer_stats.py'):
+        RZ.build(dict(type='KDLayerLoss', stats_file=str(tmp_path / 'x.npz')))
+    path = str(tmp_path / 's.npz')
+    _write_stats(path)
+    with pytest.raises(ValueError, match='num_templates=5'):
+        RZ.build(dict(type='KDLayerLoss', stats_file=path, num_templates=5))
+    with pytest.raises(ValueError, match='built for 2 classes'):
+        RZ.build(dict(type='KDLayerLoss', stats_file=path,
+                      kind='intermediate', num_classes=10))
+
+
+def test_intermediate_statistics_on_separable_data():
+    from kd_plugins.kd_layer_stats import intermediate_statistics
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 200)
+    x = rng.normal(size=(600, 5)) + 6.0 * np.eye(5)[y]
+    st = intermediate_statistics(x, y, num_classes=3, lda_dim=60,
+                                 subclasses=2, seed=0)
+    assert st['inter_proj'].shape == (5, 2)  # min(60, classes - 1, C)
+    assert st['inter_centers'].shape == (6, 2)
+    s_t = st['inter_s_t']
+    np.testing.assert_allclose(s_t.sum(1), 1.0, rtol=1e-6)
+    # well separated classes: decisions stay within the true class
+    within = sum(s_t[i, (i // 2) * 2:(i // 2) * 2 + 2].sum()
+                 for i in range(6)) / 6
+    assert within > 0.95
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    lda = LinearDiscriminantAnalysis(n_components=2).fit(x, y)
+    np.testing.assert_allclose((x - st['inter_mean']) @ st['inter_proj'],
+                               lda.transform(x), rtol=1e-3, atol=1e-3)
+
+
+KDL = 'configs/demo/kd_layer_digits.py'
+
+
+@pytest.fixture(scope='module')
+def digits_stats(digits_teacher, tmp_path_factory):
+    _, teacher, _ = digits_teacher
+    out = str(tmp_path_factory.mktemp('kdl') / 'stats.npz')
+    proc = run_tool(['tools/kd_layer_stats.py', KDL, teacher, out,
+                     '--max-locations', '20000'])
+    assert '[kd_layer_stats] 23/23 batches' in proc.stdout
+    return teacher, out
+
+
+def _opts(stats):
+    return [f'model.distiller.distill_losses.loss_penult.stats_file={stats}',
+            f'model.distiller.distill_losses.loss_inter.stats_file={stats}']
+
+
+def test_stats_tool_writes_metadata(digits_stats):
+    teacher, stats = digits_stats
+    with np.load(stats, allow_pickle=False) as f:
+        meta = json.loads(str(f['meta']))
+        assert f['penult_centers'].shape == (64, 128)
+        assert f['inter_s_t'].shape == (80, 80)
+    assert meta['num_classes'] == 10 and meta['subclasses'] == 8
+    assert meta['layers'] == {'penultimate': 'backbone.layer4',
+                              'intermediate': 'backbone.layer4.0'}
+    assert meta['teacher_ckpt'] == osp.abspath(teacher)
+
+
+def test_demo_trains_resumes_evaluates_and_exports(digits_stats, tmp_path):
+    teacher, stats = digits_stats
+    base = ['--cfg-options', f'model.teacher_ckpt={teacher}', *_opts(stats),
+            'train_cfg.max_epochs=3', 'train_cfg.val_interval=3']
+    full = str(tmp_path / 'full')
+    log = run_tool(['tools/train.py', KDL, '--work-dir', full, *base])
+    out = log.stdout + log.stderr
+    assert 'distill.loss_penult' in out and 'distill.loss_inter' in out
+    part = stopped_copy(full, str(tmp_path / 'part'), epoch=2)
+    run_tool(['tools/train.py', KDL, '--work-dir', part, '--resume', *base])
+    a = torch.load(osp.join(full, 'epoch_3.pth'), weights_only=True)
+    b = torch.load(osp.join(part, 'epoch_3.pth'), weights_only=True)
+    for k in a['state_dict']:
+        assert torch.equal(a['state_dict'][k], b['state_dict'][k]), k
+    ckpt = osp.join(full, 'epoch_3.pth')
+    exp = str(tmp_path / 'export')
+    run_tool(['tools/export_student.py', KDL, ckpt, exp, *[]])
+    keys = torch.load(osp.join(exp, 'student.pth'),
+                      weights_only=True)['state_dict'].keys()
+    assert any('kd_layers.layer3.match' in k for k in keys)
+    assert not any(k.startswith('teacher') for k in keys)
+    m1, m2 = tmp_path / 'm1.json', tmp_path / 'm2.json'
+    run_tool(['tools/test.py', KDL, ckpt, '--work-dir', str(tmp_path / 't1'),
+              '--dump-metrics', str(m1), '--cfg-options', *_opts(stats)])
+    run_tool(['tools/test.py', osp.join(exp, 'student.py'),
+              osp.join(exp, 'student.pth'), '--work-dir',
+              str(tmp_path / 't2'), '--dump-metrics', str(m2)])
+    top = [json.loads(m.read_text())['accuracy/top1'] for m in (m1, m2)]
+    assert top[0] == pytest.approx(top[1], abs=1e-6)
+
+
+def test_missing_stats_file_fails_before_training(digits_teacher, tmp_path):
+    _, teacher, _ = digits_teacher
+    proc = run_tool(['tools/train.py', KDL, '--work-dir', str(tmp_path),
+                     '--cfg-options', f'model.teacher_ckpt={teacher}',
+                     *_opts('/no/stats.npz')], check=False)
+    assert proc.returncode != 0
+    assert "'/no/stats.npz' does not exist" in proc.stderr
+    assert 'kd_layer_stats.py' in proc.stderr and 'Traceback' not in \
+        proc.stderr
+
+
+@pytest.mark.parametrize('cfg_file', [
+    'configs/kd_layer_r56_r20_cifar100.py',
+    'configs/kd_layer_r32x4_r8x4_cifar100.py',
+    'configs/kd_layer_r34_r18_in1k.py'])
+def test_benchmark_configs_build(cfg_file, tmp_path):
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(ROOT, cfg_file))
+    d = cfg.model.distiller
+    k_pen = d.distill_losses.loss_penult.num_templates
+    k_int = d.distill_losses.loss_inter.num_templates
+    n_cls = d.distill_losses.loss_inter.num_classes
+    assert k_int == 8 * n_cls
+    # a stats file of the right shape stands in for the real one
+    c = cfg.model.architecture.backbone.kd_layers[0]['in_channels']
+    t_c = {'resnet56': 64, 'resnet32x4': 256}.get(
+        cfg.model.teacher.backbone.get('arch'), 512)
+    path = str(tmp_path / 's.npz')
+    meta = dict(kinds=['penultimate', 'intermediate'], num_classes=n_cls,
+                subclasses=8)
+    np.savez(path, meta=np.array(json.dumps(meta)),
+             penult_centers=np.zeros((k_pen, t_c), np.float32),
+             inter_mean=np.zeros(t_c, np.float32),
+             inter_proj=np.zeros((t_c, 60), np.float32),
+             inter_centers=np.zeros((k_int, 60), np.float32),
+             inter_s_t=np.eye(k_int, dtype=np.float32))
+    d.distill_losses.loss_penult.stats_file = path
+    d.distill_losses.loss_inter.stats_file = path
+    cfg.model.teacher_ckpt = None
+    model = RZ.build(cfg.model)
+    assert len(model.student.backbone.kd_layers) == 2
+    assert c == model.student.backbone.kd_layers['layer3' if 'cifar' in
+                                                  cfg_file else
+                                                  'layer4'].in_channels

@@ -1,15 +1,13 @@
 """End to end through tools/train.py and tools/test.py on Digits."""
 import json
-import os
 import os.path as osp
 import re
-import shutil
 
 import mmpretrain
 import pytest
 import torch
 
-from tests.conftest import ROOT, run_tool
+from tests.conftest import ROOT, run_tool, stopped_copy
 
 KD_CFG = 'configs/demo/kd_digits.py'
 
@@ -50,12 +48,8 @@ def test_kd_student_resume_matches_uninterrupted_run(digits_teacher,
     full = str(tmp_path / 'full')
     proc = _kd_run(full, teacher_ckpt)
     assert 'distill.loss_kd' in proc.stdout + proc.stderr
-    # Simulate a run that stopped after epoch 2: same files, epoch 3 gone.
-    part = str(tmp_path / 'part')
-    shutil.copytree(full, part)
-    os.remove(osp.join(part, 'epoch_3.pth'))
-    with open(osp.join(part, 'last_checkpoint'), 'w') as f:
-        f.write(osp.join(part, 'epoch_2.pth'))
+    # a run that stopped after epoch 2: same files, epoch 3 gone
+    part = stopped_copy(full, str(tmp_path / 'part'), epoch=2)
     proc = _kd_run(part, teacher_ckpt, '--resume', 'auto')
     log = proc.stdout + proc.stderr
     assert 'resumed epoch: 2' in log

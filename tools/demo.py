@@ -35,6 +35,9 @@ class Step:
     label: str
     needs: tuple = T
     evaluate: bool = True
+    # config keys that take a KD-layer statistics file computed first from
+    # the teacher with tools/kd_layer_stats.py
+    stats_keys: tuple = ()
 
     @property
     def depends_on(self) -> set:
@@ -67,11 +70,12 @@ STEPS = [
     Step('ie_kd', 'configs/demo/ie_kd_digits.py', 'IE-KD (CE + IE)',
          needs=T + (('model.distiller.connectors.t_enc.stage1_ckpt',
                      'ie_stage1'), )),
-    Step('ie_kd_kd', 'configs/demo/ie_kd_kd_digits.py', 'IE-KD + KD',
-         needs=T + (('model.distiller.connectors.t_enc.stage1_ckpt',
-                     'ie_stage1'), )),
     Step('ie_dml', 'configs/demo/ie_dml_digits.py',
          'IE-DML (two students, no teacher; student A reported)', needs=()),
+    Step('kd_layer', 'configs/demo/kd_layer_digits.py',
+         'KD layer (letKD-2: penultimate + intermediate)',
+         stats_keys=('model.distiller.distill_losses.loss_penult.stats_file',
+                     'model.distiller.distill_losses.loss_inter.stats_file')),
 ]
 
 
@@ -124,6 +128,13 @@ def main(argv=None) -> list[dict]:
             value = (ckpts[needed] if isinstance(needed, str) else
                      '[' + ','.join(ckpts[n] for n in needed) + ']')
             opts.append(f'{key}={value}')
+        if step.stats_keys:
+            stats = osp.join(wd, 'kd_layer_stats.npz')
+            print(f'[demo] {step.name}: teacher statistics ...', flush=True)
+            run([sys.executable, 'tools/kd_layer_stats.py', step.config,
+                 ckpts['teacher'], stats],
+                osp.join(args.work_dir, f'{step.name}_stats.log'))
+            opts += [f'{key}={stats}' for key in step.stats_keys]
         print(f'[demo] {step.name}: training {step.config} ...', flush=True)
         cmd = [sys.executable, 'tools/train.py', step.config, '--work-dir', wd]
         if opts:
@@ -139,8 +150,10 @@ def main(argv=None) -> list[dict]:
             print(f'[demo] {step.name}: done ({train_s:.0f} s)', flush=True)
             continue
         metrics_file = osp.join(wd, 'test_metrics.json')
+        stats_opts = [o for o in opts if o.split('=')[0] in step.stats_keys]
         run([sys.executable, 'tools/test.py', step.config, ckpt, '--work-dir',
-             wd, '--dump-metrics', metrics_file],
+             wd, '--dump-metrics', metrics_file] +
+            (['--cfg-options', *stats_opts] if stats_opts else []),
             osp.join(args.work_dir, f'{step.name}_test.log'))
         with open(metrics_file) as f:
             top1 = json.load(f)['accuracy/top1']

@@ -7,9 +7,13 @@
 #       --cfg-options model.teacher_ckpt=work_dirs/teacher_digits/epoch_12.pth
 _base_ = [
     '../_base_/models/demo_digits.py', '../_base_/datasets/digits.py',
-    '../_base_/schedules/digits_cosine.py', '../_base_/default_runtime.py'
+    '../_base_/schedules/digits_cosine.py', '../_base_/default_runtime.py',
+    '../_base_/distill/ie_kd.py'
 ]
 _cls_pre = dict(type='mmpretrain.ClsDataPreprocessor')
+_s1 = _base_.ie_stage1_distiller
+_s1['teacher_recorders']['feat']['source'] = 'backbone.layer4'
+_s1['connectors']['t_ae']['in_channels'] = 128
 model = dict(
     _scope_='mmrazor',
     type='SingleTeacherDistill',
@@ -19,18 +23,7 @@ model = dict(
     teacher_ckpt='work_dirs/teacher_digits/epoch_12.pth',
     student_trainable=False,
     calculate_student_loss=False,
-    distiller=dict(
-        type='ConfigurableDistiller',
-        teacher_recorders=dict(
-            feat=dict(type='ModuleOutputs', source='backbone.layer4')),
-        connectors=dict(
-            t_ae=dict(type='IEAutoEncoder', in_channels=128, rate=0.5)),
-        distill_losses=dict(loss_rec=dict(type='L1Loss', loss_weight=1.0)),
-        loss_forward_mappings=dict(
-            loss_rec=dict(
-                s_feature=dict(from_student=False, recorder='feat',
-                               connector='t_ae'),
-                t_feature=dict(from_student=False, recorder='feat')))))
+    distiller=_s1)
 find_unused_parameters = True
 # only the auto-encoder learns: no accuracy to validate
 train_cfg = dict(max_epochs=8, val_interval=100)

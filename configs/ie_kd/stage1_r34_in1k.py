@@ -3,10 +3,14 @@
 # L1 reconstruction. Output: the teacher encoder for configs/ie_kd_r34_r18_in1k.py.
 _base_ = [
     '../_base_/models/resnet_in1k.py', '../_base_/datasets/imagenet.py',
-    '../_base_/default_runtime.py'
+    '../_base_/default_runtime.py',
+    '../_base_/distill/ie_kd.py'
 ]
 train_dataloader = dict(batch_size=64)
 _cls_pre = dict(type='mmpretrain.ClsDataPreprocessor')
+_s1 = _base_.ie_stage1_distiller
+_s1['teacher_recorders']['feat']['source'] = 'backbone.layer4'
+_s1['connectors']['t_ae']['in_channels'] = 512
 model = dict(
     _scope_='mmrazor',
     type='SingleTeacherDistill',
@@ -16,18 +20,7 @@ model = dict(
     teacher_ckpt=_base_.resnet34_ckpt,
     student_trainable=False,
     calculate_student_loss=False,
-    distiller=dict(
-        type='ConfigurableDistiller',
-        teacher_recorders=dict(
-            feat=dict(type='ModuleOutputs', source='backbone.layer4')),
-        connectors=dict(
-            t_ae=dict(type='IEAutoEncoder', in_channels=512, rate=0.5)),
-        distill_losses=dict(loss_rec=dict(type='L1Loss', loss_weight=1.0)),
-        loss_forward_mappings=dict(
-            loss_rec=dict(
-                s_feature=dict(from_student=False, recorder='feat',
-                               connector='t_ae'),
-                t_feature=dict(from_student=False, recorder='feat')))))
+    distiller=_s1)
 find_unused_parameters = True
 optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.2, momentum=0.9, weight_decay=1e-4))

@@ -3,10 +3,14 @@
 # Output: the teacher encoder that configs/ie_kd_r56_r20_cifar100.py loads.
 _base_ = [
     '../_base_/models/cifar/resnet56.py', '../_base_/models/cifar/resnet20.py',
-    '../_base_/datasets/cifar100_kd.py', '../_base_/default_runtime.py'
+    '../_base_/datasets/cifar100_kd.py', '../_base_/default_runtime.py',
+    '../_base_/distill/ie_kd.py'
 ]
 train_dataloader = dict(batch_size=128)
 _cls_pre = dict(type='mmpretrain.ClsDataPreprocessor')
+_s1 = _base_.ie_stage1_distiller
+_s1['teacher_recorders']['feat']['source'] = 'backbone.layer3'
+_s1['connectors']['t_ae']['in_channels'] = 64
 model = dict(
     _scope_='mmrazor',
     type='SingleTeacherDistill',
@@ -16,18 +20,7 @@ model = dict(
     teacher_ckpt='work_dirs/teachers/resnet56_cifar100.pth',
     student_trainable=False,
     calculate_student_loss=False,
-    distiller=dict(
-        type='ConfigurableDistiller',
-        teacher_recorders=dict(
-            feat=dict(type='ModuleOutputs', source='backbone.layer3')),
-        connectors=dict(
-            t_ae=dict(type='IEAutoEncoder', in_channels=64, rate=0.5)),
-        distill_losses=dict(loss_rec=dict(type='L1Loss', loss_weight=1.0)),
-        loss_forward_mappings=dict(
-            loss_rec=dict(
-                s_feature=dict(from_student=False, recorder='feat',
-                               connector='t_ae'),
-                t_feature=dict(from_student=False, recorder='feat')))))
+    distiller=_s1)
 find_unused_parameters = True
 optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4,

@@ -108,16 +108,28 @@ def _find_key(obj, key: str, path: str = 'model'):
             yield from _find_key(v, key, f'{path}[{i}]')
 
 
-def check_stage1_ckpt(cfg: Config) -> None:
-    """IE-KD stage 2 needs its stage-1 checkpoint (teacher encoder)."""
-    for where, ckpt in _find_key(cfg.get('model') or {}, 'stage1_ckpt'):
-        if ckpt and not osp.isfile(ckpt):
-            raise PreflightError(
-                f'{where} {ckpt!r} does not exist: IE-KD stage 2 needs the '
-                'stage-1 checkpoint (the trained teacher encoder).\n'
-                '  Fix: run stage 1 first (e.g. python tools/train.py '
-                'configs/demo/ie_kd_stage1_digits.py), then pass its '
-                f'checkpoint: --cfg-options {where}=PATH')
+# files a method needs before training: config key -> (what, how to make it)
+METHOD_FILES = {
+    'stage1_ckpt': (
+        'IE-KD stage 2 needs the stage-1 checkpoint (the trained teacher '
+        'encoder)', 'run stage 1 first (e.g. python tools/train.py '
+        'configs/demo/ie_kd_stage1_digits.py)'),
+    'stats_file': (
+        'the KD layer needs the offline statistics of the teacher',
+        'compute them first: python tools/kd_layer_stats.py CONFIG '
+        'TEACHER_CKPT OUT.npz'),
+}
+
+
+def check_method_files(cfg: Config) -> None:
+    """Stage-1 checkpoints, KD-layer statistics... must exist."""
+    for key, (what, how) in METHOD_FILES.items():
+        for where, path in _find_key(cfg.get('model') or {}, key):
+            if path and not osp.isfile(path):
+                raise PreflightError(
+                    f'{where} {path!r} does not exist: {what}.\n'
+                    f'  Fix: {how}, then pass the file: --cfg-options '
+                    f'{where}=PATH')
 
 
 def preflight(cfg: Config, mode: str = 'train') -> None:
@@ -125,6 +137,6 @@ def preflight(cfg: Config, mode: str = 'train') -> None:
     if mode == 'train':
         check_data(cfg, ('train_dataloader', 'val_dataloader'))
         check_teacher_ckpt(cfg)
-        check_stage1_ckpt(cfg)
+        check_method_files(cfg)
     else:
         check_data(cfg, ('test_dataloader',))

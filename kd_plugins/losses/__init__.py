@@ -1,4 +1,5 @@
 from .aekt import AEKTLoss
 from .ie_kd import IEExploreLoss, IEInheritLoss
+from .kd_layer import KDLayerLoss
 
-__all__ = ['AEKTLoss', 'IEInheritLoss', 'IEExploreLoss']
+__all__ = ['AEKTLoss', 'IEInheritLoss', 'IEExploreLoss', 'KDLayerLoss']

@@ -110,7 +110,7 @@ class KDLayerBackbone(BaseModule):
                     f'KDLayerBackbone: no module {after!r} in '
                     f'{type(self.backbone).__name__}; nearest valid names: '
                     f'{near or [n for n in modules if n][:8]}')
-            spec.setdefault('type', 'KDLayer')
+            spec.setdefault('type', 'mmpretrain.KDLayer')
             layer = MODELS.build(spec)
             self.kd_layers[_key(after)] = layer
             self.positions.append(after)

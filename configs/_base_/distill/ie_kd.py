@@ -1,3 +1,19 @@
+# IE-KD stage 1: the teacher factor auto-encoder on the teacher's last map,
+# L1 reconstruction (use with SingleTeacherDistill(student_trainable=False,
+# calculate_student_loss=False)); set the record source and in_channels.
+ie_stage1_distiller = dict(
+    type='ConfigurableDistiller',
+    teacher_recorders=dict(
+        feat=dict(type='ModuleOutputs', source='backbone.layer4')),
+    connectors=dict(t_ae=dict(type='IEAutoEncoder', in_channels=128,
+                              rate=0.5)),
+    distill_losses=dict(loss_rec=dict(type='L1Loss', loss_weight=1.0)),
+    loss_forward_mappings=dict(
+        loss_rec=dict(
+            s_feature=dict(from_student=False, recorder='feat',
+                           connector='t_ae'),
+            t_feature=dict(from_student=False, recorder='feat'))))
+
 # IE-KD stage-2 wiring (mmrazor ConfigurableDistiller): the student's last map
 # split by channel into inheritance / exploration parts, two student encoders,
 # the frozen stage-1 teacher encoder, IEInheritLoss and IEExploreLoss.

@@ -1,0 +1,49 @@
+"""Compute the KD layer's offline statistics from a teacher.
+
+    python tools/kd_layer_stats.py CONFIG TEACHER_CKPT OUT.npz [--max-locations N]
+
+CONFIG is the KD-layer distillation config (its ``kd_layer_stats`` section
+names the teacher layers, K, LDA size and subclasses; its train dataloader is
+used). The file records the teacher, layers, K and classes; the distillation
+checks them at start.
+"""
+from __future__ import annotations
+
+import argparse
+import os.path as osp
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import kd_plugins  # noqa: E402,F401
+from kd_plugins.engine.preflight import PreflightError, check_data  # noqa
+from kd_plugins.kd_layer_stats import compute_kd_layer_stats  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config')
+    parser.add_argument('teacher_ckpt')
+    parser.add_argument('out')
+    parser.add_argument('--max-locations', type=int,
+                        help='cap on sampled feature vectors per layer')
+    args = parser.parse_args(argv)
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    cfg = Config.fromfile(args.config)
+    if not osp.isfile(args.teacher_ckpt):
+        raise SystemExit(f'kd_plugins: teacher checkpoint '
+                         f'{args.teacher_ckpt!r} does not exist.')
+    try:
+        check_data(cfg, ('train_dataloader', ))
+    except PreflightError as err:
+        raise SystemExit(f'kd_plugins: {err}')
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    compute_kd_layer_stats(cfg, args.teacher_ckpt, args.out,
+                           args.max_locations)
+
+
+if __name__ == '__main__':
+    main()

@@ -8,7 +8,7 @@ import torch
 from mmengine.config import Config
 from mmrazor.registry import MODELS
 
-from tests.conftest import ROOT, run_tool
+from tests.conftest import ROOT, run_tool, stopped_copy
 
 
 def n(x):
@@ -110,8 +110,10 @@ def stage1(digits_teacher, tmp_path_factory):
     return teacher, osp.join(wd, 'epoch_2.pth')
 
 
-def _stage2(cfg, wd, teacher, s1, epochs=2, extra=()):
-    return run_tool(['tools/train.py', cfg, '--work-dir', wd, '--cfg-options',
+def _stage2(cfg, wd, teacher, s1, epochs=2, extra=(), resume=False):
+    return run_tool(['tools/train.py', cfg, '--work-dir', wd,
+                     *(['--resume'] if resume else []),
+                     '--cfg-options',
                      f'model.teacher_ckpt={teacher}',
                      f'model.distiller.connectors.t_enc.stage1_ckpt={s1}',
                      f'train_cfg.max_epochs={epochs}',
@@ -131,9 +133,16 @@ def test_stage1_trains_only_the_autoencoder(stage1):
 def test_stage2_end_to_end_encoder_frozen_and_export(stage1, tmp_path):
     teacher, s1 = stage1
     wd = str(tmp_path / 's2')
-    proc = _stage2(STAGE2, wd, teacher, s1)
+    proc = _stage2(STAGE2, wd, teacher, s1, epochs=3)
     log = proc.stdout + proc.stderr
     assert 'distill.loss_inh' in log and 'distill.loss_exp' in log
+    # resume from epoch 2 reaches the uninterrupted run's weights
+    part = stopped_copy(wd, str(tmp_path / 'part'), epoch=2)
+    _stage2(STAGE2, part, teacher, s1, epochs=3, resume=True)
+    a = torch.load(osp.join(wd, 'epoch_3.pth'), weights_only=True)
+    b = torch.load(osp.join(part, 'epoch_3.pth'), weights_only=True)
+    for k in a['state_dict']:
+        assert torch.equal(a['state_dict'][k], b['state_dict'][k]), k
     ck = torch.load(osp.join(wd, 'epoch_2.pth'), weights_only=True)
     sd = ck['state_dict']
     s1_sd = torch.load(s1, weights_only=True)['state_dict']

@@ -340,3 +340,22 @@ def test_benchmark_configs_build(cfg_file, tmp_path):
     assert c == model.student.backbone.kd_layers['layer3' if 'cifar' in
                                                   cfg_file else
                                                   'layer4'].in_channels
+
+
+def test_letkd1_config_trains(digits_stats, tmp_path):
+    teacher, stats = digits_stats
+    proc = run_tool([
+        'tools/train.py', 'configs/demo/kd_layer1_digits.py', '--work-dir',
+        str(tmp_path), '--cfg-options', f'model.teacher_ckpt={teacher}',
+        f'model.distiller.distill_losses.loss_penult.stats_file={stats}',
+        'train_cfg.max_epochs=2', 'train_cfg.val_interval=2'])
+    log = proc.stdout + proc.stderr
+    assert 'distill.loss_penult' in log and 'distill.loss_inter' not in log
+
+
+def test_statistics_of_another_teacher_width_are_refused(tmp_path):
+    path = str(tmp_path / 's.npz')
+    _write_stats(path, c=4)
+    loss = RZ.build(dict(type='KDLayerLoss', stats_file=path))
+    with pytest.raises(ValueError, match='4-channel teacher features'):
+        loss(torch.randn(1, 3, 2, 2), torch.randn(1, 8, 2, 2))

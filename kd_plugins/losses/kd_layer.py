@@ -134,6 +134,16 @@ class KDLayerLoss(nn.Module):
             raise ValueError(f'student scores have {preds_S.shape[1]} '
                              f'templates, statistics {self.num_templates}.')
         feat_t = preds_T.detach()
+        want_c = (self.centers.shape[1] if self.kind == 'penultimate'
+                  else self.mean.shape[0])
+        if feat_t.shape[1] != want_c:
+            raise ValueError(
+                f'KD-layer {self.kind} statistics were computed on '
+                f'{want_c}-channel teacher features (teacher '
+                f'{self.meta.get("teacher_type")}, layer '
+                f'{self.meta.get("layers", {}).get(self.kind)}), but this '
+                f'teacher map has {feat_t.shape[1]} channels: recompute the '
+                'statistics for this teacher with tools/kd_layer_stats.py.')
         if feat_t.shape[2:] != preds_S.shape[2:]:
             feat_t = F.adaptive_avg_pool2d(feat_t, preds_S.shape[2:])
         with torch.no_grad():

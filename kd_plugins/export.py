@@ -72,11 +72,10 @@ def student_config_and_state(cfg: Config, state: dict) -> tuple[dict, dict]:
 
 def _uses_kd_plugins(obj) -> bool:
     """True if any ``type`` in the config is registered by kd_plugins."""
-    from mmpretrain.registry import MODELS
     if isinstance(obj, dict):
         t = obj.get('type')
         if isinstance(t, str):
-            cls = MODELS.get(t.split('.')[-1])
+            cls = _registered_class(t)
             if cls is not None and cls.__module__.startswith('kd_plugins'):
                 return True
         return any(_uses_kd_plugins(v) for v in obj.values())

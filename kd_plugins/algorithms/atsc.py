@@ -91,6 +91,7 @@ class ATSC(BaseAlgorithm):
             t if isinstance(t, nn.Module) else MODELS.build(t)
             for t in teachers)
         self.connectors = nn.ModuleList(MODELS.build(p) for p in projectors)
+        self._teacher_hw: Dict[int, tuple] = {}  # last size written per k
         self.mse_weight, self.anchor_weight = mse_weight, anchor_weight
         self.ce_weight, self.kd_weight, self.kd_tau = (ce_weight, kd_weight,
                                                        kd_tau)
@@ -176,6 +177,16 @@ class ATSC(BaseAlgorithm):
                 F.adaptive_avg_pool2d(p, 1).flatten(1)))
         return torch.stack(logits).mean(0)
 
+    def _record_teacher_size(self, k: int, f_t: torch.Tensor) -> None:
+        """Store the teacher map size in projector k (saved with it, used
+        to pool larger student maps); written only when it changes, so the
+        hot path does no host-to-device copy."""
+        hw = tuple(f_t.shape[2:])
+        if self._teacher_hw.get(k) != hw:
+            self.connectors[k].proj.target_hw.copy_(
+                torch.tensor(hw, dtype=torch.long))
+            self._teacher_hw[k] = hw
+
     def anchor_loss(self) -> torch.Tensor:
         """sum_k sum_{p in A_k} ||theta_p - theta0_p||^2 (not normalised)."""
         total = 0.
@@ -194,8 +205,7 @@ class ATSC(BaseAlgorithm):
         losses, projected, t_feats, t_logits = {}, [], [], []
         for k, teacher in enumerate(self.teachers):
             f_t = self._teacher_map(k, inputs)
-            self.connectors[k].proj.target_hw.copy_(
-                torch.tensor(f_t.shape[2:], dtype=torch.long))
+            self._record_teacher_size(k, f_t)
             p = self.connectors[k](f_s)
             projected.append(p)
             losses[f'loss_mse{k}'] = self.mse_weight * F.mse_loss(

@@ -20,3 +20,6 @@ model = dict(
                 dict(type='ATSCProjector', in_channels=256, out_channels=128)],
     mse_weight=1.0, anchor_weight=1.0, ce_weight=0.0, kd_weight=0.0)
 optim_wrapper = dict(constructor='KDMultiOptimWrapperConstructor')
+# several updates per iteration: under DDP, this wrapper calls the method's own
+# train_step and synchronises every optimizer's gradients (kd_plugins.engine.dist)
+model_wrapper_cfg = dict(type='KDModelWrapper')

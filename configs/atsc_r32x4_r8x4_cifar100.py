@@ -19,3 +19,6 @@ model = dict(
                      factor=2)],
     mse_weight=1.0, anchor_weight=1.0, ce_weight=0.0, kd_weight=0.0)
 optim_wrapper = dict(constructor='KDMultiOptimWrapperConstructor')
+# several updates per iteration: under DDP, this wrapper calls the method's own
+# train_step and synchronises every optimizer's gradients (kd_plugins.engine.dist)
+model_wrapper_cfg = dict(type='KDModelWrapper')

@@ -28,3 +28,6 @@ train_cfg = dict(by_epoch=True, max_epochs=120, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=64)
+# several updates per iteration: under DDP, this wrapper calls the method's own
+# train_step and synchronises every optimizer's gradients (kd_plugins.engine.dist)
+model_wrapper_cfg = dict(type='KDModelWrapper')

@@ -22,3 +22,6 @@ model = dict(
     encoders_b=_enc,
     dml_weight=1.0)
 optim_wrapper = dict(constructor='KDMultiOptimWrapperConstructor')
+# several updates per iteration: under DDP, this wrapper calls the method's own
+# train_step and synchronises every optimizer's gradients (kd_plugins.engine.dist)
+model_wrapper_cfg = dict(type='KDModelWrapper')

@@ -35,6 +35,22 @@ Patches
 5. mmcv-lite 2.1.0 warns at every import that ``MultiScaleDeformableAttention``
    needs the full mmcv. No kd_plugins code path uses it, so that one warning
    (matched by its text) is filtered; every other warning stays.
+6. mmengine 0.10.7 writes checkpoints in place (``LocalBackend.put`` opens the
+   final path with ``'wb'``), so a kill during a save leaves a truncated
+   ``epoch_N.pth`` that ``last_checkpoint`` may already point at, and
+   ``find_latest_checkpoint`` returns whatever ``last_checkpoint`` says, even
+   an empty string or a deleted file. ``LocalBackend.put``/``put_text`` now
+   write a temporary file in the same directory, ``fsync`` it and
+   ``os.replace`` it onto the final name (atomic on POSIX), and
+   ``find_latest_checkpoint`` falls back to the newest readable
+   ``epoch_*.pth``/``iter_*.pth`` when ``last_checkpoint`` is empty or names a
+   missing file.
+7. mmengine 0.10.7 ``load_from_local`` lets ``torch.load`` errors through as
+   they are ("PytorchStreamReader failed reading zip archive..."), without the
+   file name. The local loader is wrapped: a truncated/corrupt file raises
+   :class:`kd_plugins.errors.CheckpointError` naming the file and the fix, and
+   a checkpoint holding objects outside the allow-list (item 3) is refused
+   with a message that says so.
 """
 from __future__ import annotations
 
@@ -264,6 +280,157 @@ def _silence_mmcv_lite_warning() -> None:
     PATCHES['mmcv_lite_warning'] = True
 
 
+# ---------------------------------------------------------------------------
+# 6. atomic checkpoint writes; find_latest_checkpoint that checks its answer
+# ---------------------------------------------------------------------------
+def atomic_write(data, filepath: str, mode: str = 'wb',
+                 encoding: str | None = None) -> None:
+    """Write ``data`` to ``filepath`` so that readers see old or new, never
+    a partial file: temporary file in the same directory, fsync, rename."""
+    import tempfile
+    filepath = os.fspath(filepath)
+    folder = os.path.dirname(os.path.abspath(filepath))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder,
+                               prefix=f'.{os.path.basename(filepath)}.',
+                               suffix='.tmp')
+    try:
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filepath)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _newest_checkpoint(path: str):
+    import glob
+    import re
+    found = []
+    for f in glob.glob(os.path.join(path, '*.pth')):
+        m = re.fullmatch(r'(epoch|iter)_(\d+)\.pth', os.path.basename(f))
+        if m:
+            found.append((int(m.group(2)), f))
+    return max(found)[1] if found else None
+
+
+def _make_find_latest(original):
+
+    def find_latest_checkpoint(path: str):
+        """mmengine's, plus a check that the named file exists."""
+        last = original(path)
+        if last is not None and last and (
+                '://' in last or os.path.isfile(last)):
+            return last
+        fallback = _newest_checkpoint(path)
+        if last is not None or fallback is not None:
+            from mmengine.logging import print_log
+            print_log(
+                f'kd_plugins: {os.path.join(path, "last_checkpoint")} names '
+                f'{last!r}, which does not exist; resuming from the newest '
+                f'checkpoint on disk instead: {fallback}', logger='current',
+                level=30)
+        return fallback
+
+    find_latest_checkpoint._kd_plugins_original = original
+    return find_latest_checkpoint
+
+
+def _patch_atomic_checkpoints() -> None:
+    """For mmengine 0.10.7 (module docstring, item 6)."""
+    import mmengine.runner
+    import mmengine.runner.checkpoint as ckpt_mod
+    import mmengine.runner.runner as runner_mod
+    from mmengine.fileio.backends.local_backend import LocalBackend
+    if getattr(LocalBackend.put, '_kd_plugins_atomic', False):
+        return
+
+    def put(self, obj: bytes, filepath) -> None:
+        atomic_write(obj, filepath, 'wb')
+
+    def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
+        atomic_write(obj, filepath, 'w', encoding=encoding)
+
+    put._kd_plugins_atomic = put_text._kd_plugins_atomic = True
+    put.__doc__ = LocalBackend.put.__doc__
+    put_text.__doc__ = LocalBackend.put_text.__doc__
+    LocalBackend.put, LocalBackend.put_text = put, put_text
+    patched = _make_find_latest(ckpt_mod.find_latest_checkpoint)
+    for mod in (ckpt_mod, runner_mod, mmengine.runner):
+        mod.find_latest_checkpoint = patched
+    try:
+        import mmengine.runner._flexible_runner as flex
+        flex.find_latest_checkpoint = patched
+    except ImportError:  # pragma: no cover
+        pass
+    PATCHES['atomic_checkpoints'] = True
+
+
+# ---------------------------------------------------------------------------
+# 7. checkpoint load errors that name the file
+# ---------------------------------------------------------------------------
+def _checkpoint_error(filename: str, err: BaseException):
+    import pickle
+
+    from .errors import CheckpointError
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ''
+    if isinstance(err, pickle.UnpicklingError) and (
+            'weights_only' in str(err) or 'kd_plugins refused' in str(err)):
+        return CheckpointError(
+            f'refused to load checkpoint {filename!r}: it contains pickled '
+            f'objects outside kd_plugins\' allow-list ({first}). Checkpoints '
+            'are loaded with weights_only=True, so a file carrying arbitrary '
+            'Python objects is never executed.\n  Fix: use a checkpoint '
+            'written by mmengine/mmpretrain/kd_plugins; if you trust this '
+            'file, re-save only its tensors: torch.save({"state_dict": '
+            'model.state_dict()}, PATH).')
+    folder = os.path.dirname(os.path.abspath(filename))
+    return CheckpointError(
+        f'checkpoint {filename!r} is unreadable - truncated or corrupt '
+        f'({type(err).__name__}: {first}).\n  Fix: delete it and resume '
+        'from an earlier checkpoint, e.g. --resume '
+        f'{_newest_other(folder, filename) or "work_dirs/RUN/epoch_N.pth"}; '
+        'for a teacher, re-download or re-train it.')
+
+
+def _newest_other(folder: str, filename: str):
+    import glob
+    others = [f for f in glob.glob(os.path.join(folder, '*.pth'))
+              if os.path.abspath(f) != os.path.abspath(filename)]
+    return max(others, key=os.path.getmtime) if others else None
+
+
+def load_local_checkpoint(filename: str, map_location=None):
+    """``torch.load(filename, weights_only=True)`` with errors that name the
+    file (used by mmengine's local loader and by kd_plugins' own tools)."""
+    filename = os.path.expanduser(filename)
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    try:
+        return torch.load(filename, map_location=map_location,
+                          weights_only=True)
+    except (FileNotFoundError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # torch raises many types for a bad file
+        raise _checkpoint_error(filename, err) from err
+
+
+def _patch_checkpoint_loader() -> None:
+    """For mmengine 0.10.7 (module docstring, item 7)."""
+    import mmengine.runner.checkpoint as ckpt_mod
+    loader = ckpt_mod.CheckpointLoader
+    if getattr(loader._schemes.get(''), '_kd_plugins', False):
+        return
+    load_local_checkpoint._kd_plugins = True
+    loader.register_scheme(prefixes='', loader=load_local_checkpoint,
+                           force=True)
+    ckpt_mod.load_from_local = load_local_checkpoint
+    PATCHES['checkpoint_errors'] = True
+
+
 def apply() -> None:
     """Apply every patch (idempotent). Called by ``import kd_plugins``."""
     _silence_mmcv_lite_warning()
@@ -271,6 +438,8 @@ def apply() -> None:
     _install_mmcls_alias()
     _patch_safe_globals()
     _patch_init_dist()
+    _patch_atomic_checkpoints()
+    _patch_checkpoint_loader()
 
 
 apply()

@@ -22,6 +22,8 @@ import os.path as osp
 import torch
 from mmengine.config import Config, ConfigDict
 
+from .compat import load_local_checkpoint
+
 STUDENT_PREFIX = 'architecture.'
 
 
@@ -92,18 +94,16 @@ def export_student(config: str | Config, checkpoint: str,
         (config path, checkpoint path). The exported model is built and the
         weights are loaded strictly before anything is written.
     """
-    from mmpretrain.registry import MODELS
-
     cfg = config if isinstance(config, Config) else Config.fromfile(config)
-    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    state = ckpt.get('state_dict', ckpt)
-    student, sd = student_config_and_state(cfg, state)
-    model = MODELS.build(student)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise ValueError(f'exported student does not match its weights: '
-                         f'missing {missing}, unexpected {unexpected}')
+    ckpt = load_local_checkpoint(checkpoint, map_location='cpu')
+    return write_student(cfg, ckpt, osp.join(out_dir, 'student.py'),
+                         osp.join(out_dir, 'student.pth'),
+                         source=osp.abspath(checkpoint))
 
+
+def student_run_config(cfg: Config, student: dict) -> dict:
+    """A plain mmpretrain config for ``student`` with the run's data
+    preprocessor, val/test data and evaluators."""
     out = dict(model=student, default_scope='mmpretrain')
     if cfg.get('data_preprocessor') is not None:
         out['data_preprocessor'] = _to_dict(cfg.data_preprocessor)
@@ -115,13 +115,33 @@ def export_student(config: str | Config, checkpoint: str,
     if _uses_kd_plugins(out):
         out['custom_imports'] = dict(imports=['kd_plugins'],
                                      allow_failed_imports=False)
-    os.makedirs(out_dir, exist_ok=True)
-    cfg_path = osp.join(out_dir, 'student.py')
-    pth_path = osp.join(out_dir, 'student.pth')
-    Config(out).dump(cfg_path)
-    meta = dict(exported_from=osp.abspath(checkpoint))
-    dataset_meta = (ckpt.get('meta') or {}).get('dataset_meta')
-    if dataset_meta:  # class names for mmpretrain's inferencer
-        meta['dataset_meta'] = dataset_meta
-    torch.save(dict(meta=meta, state_dict=sd), pth_path)
+    return out
+
+
+def write_student(cfg: Config, ckpt: dict, cfg_path: str | None,
+                  pth_path: str, source: str = '') -> tuple[str, str]:
+    """Split the student out of a loaded distiller checkpoint ``ckpt`` and
+    write its config (unless ``cfg_path`` is None) and weights."""
+    from mmpretrain.registry import MODELS
+
+    from .compat import atomic_write
+    state = ckpt.get('state_dict', ckpt)
+    student, sd = student_config_and_state(cfg, state)
+    model = MODELS.build(copy.deepcopy(student))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f'exported student does not match its weights: '
+                         f'missing {missing}, unexpected {unexpected}')
+    if cfg_path is not None:
+        os.makedirs(osp.dirname(osp.abspath(cfg_path)), exist_ok=True)
+        Config(student_run_config(cfg, student)).dump(cfg_path)
+    meta = dict(exported_from=source)
+    old_meta = ckpt.get('meta') or {}
+    for key in ('dataset_meta', 'epoch', 'iter'):
+        if old_meta.get(key) is not None:  # class names for the inferencer
+            meta[key] = old_meta[key]
+    import io
+    buf = io.BytesIO()
+    torch.save(dict(meta=meta, state_dict=sd), buf)
+    atomic_write(buf.getvalue(), pth_path)
     return cfg_path, pth_path

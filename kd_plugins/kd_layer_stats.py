@@ -28,7 +28,9 @@ import torch
 def _collect(cfg, teacher_ckpt: str, layers: dict, max_locations: int,
              seed: int, log: Callable) -> tuple[dict, np.ndarray, dict]:
     """Teacher features at ``layers`` ({kind: module name}) over the train
-    set: ({kind: (n, C) float32}, labels per kind, dataset meta)."""
+    set: ({kind: (n, C) float32}, labels per kind, dataset meta). In a
+    distributed run each rank reads its shard and every rank returns all."""
+    from mmengine.dist import all_gather_object, get_rank, get_world_size
     from mmengine.runner import Runner, load_checkpoint
     from mmpretrain.registry import MODELS as PT_MODELS
     from mmrazor.registry import MODELS
@@ -44,8 +46,10 @@ def _collect(cfg, teacher_ckpt: str, layers: dict, max_locations: int,
                            f'not a module of the teacher; e.g. {near[:8]}')
     preproc = PT_MODELS.build(cfg.data_preprocessor)
     loader = Runner.build_dataloader(cfg.train_dataloader, seed=seed)
-    quota = max(1, math.ceil(max_locations / max(1, len(loader))))
-    gen = torch.Generator().manual_seed(seed)
+    # the sampler gives each rank its shard; the budget is split likewise
+    world = get_world_size()
+    quota = max(1, math.ceil(max_locations / world / max(1, len(loader))))
+    gen = torch.Generator().manual_seed(seed + get_rank())
     captured, feats, labels = {}, {k: [] for k in layers}, \
         {k: [] for k in layers}
     handles = [modules[name].register_forward_hook(
@@ -71,9 +75,17 @@ def _collect(cfg, teacher_ckpt: str, layers: dict, max_locations: int,
     finally:
         for h in handles:
             h.remove()
-    return ({k: np.concatenate(v) for k, v in feats.items()},
-            {k: np.concatenate(v) for k, v in labels.items()},
-            dict(loader.dataset.metainfo))
+    feats = {k: np.concatenate(v) for k, v in feats.items()}
+    labels = {k: np.concatenate(v) for k, v in labels.items()}
+    if get_world_size() > 1:  # every rank saw its shard: gather them all
+        shards = all_gather_object((feats, labels))
+        feats = {k: np.concatenate([f[k] for f, _ in shards]) for k in feats}
+        labels = {k: np.concatenate([y[k] for _, y in shards])
+                  for k in labels}
+        log(f'[kd_layer_stats] gathered {len(shards)} ranks: '
+            + ', '.join(str(len(next(iter(f.values())))) for f, _ in shards)
+            + ' locations')
+    return feats, labels, dict(loader.dataset.metainfo)
 
 
 def _kmeans(x: np.ndarray, k: int, seed: int):
@@ -124,7 +136,13 @@ def intermediate_statistics(x: np.ndarray, y: np.ndarray, num_classes: int,
 def compute_kd_layer_stats(cfg, teacher_ckpt: str, out: str,
                            max_locations: int | None = None,
                            log: Callable = print) -> dict:
-    """Compute and save the statistics named by ``cfg.kd_layer_stats``."""
+    """Compute and save the statistics named by ``cfg.kd_layer_stats``.
+
+    Distributed (``tools/kd_layer_stats.py --launcher pytorch|slurm``): each
+    rank extracts features of its shard of the data, the shards are gathered,
+    and rank 0 alone fits the statistics and writes ``out``.
+    """
+    from mmengine.dist import get_world_size, is_main_process
     spec = cfg.get('kd_layer_stats')
     if not spec:
         raise KeyError('the config has no kd_layer_stats = dict(penultimate='
@@ -135,13 +153,17 @@ def compute_kd_layer_stats(cfg, teacher_ckpt: str, out: str,
     layers = {k: spec[k]['teacher_layer'] for k in kinds}
     feats, labels, dataset_meta = _collect(cfg, teacher_ckpt, layers,
                                            max_locations, seed, log)
+    if not is_main_process():  # rank 0 fits and writes
+        return {}
     classes = list(dataset_meta.get('classes') or [])
     num_classes = len(classes) or int(max(labels[kinds[0]]) + 1)
     arrays, meta = {}, dict(
         kinds=kinds, teacher_ckpt=osp.abspath(teacher_ckpt),
         teacher_type=cfg.model.teacher['backbone']['type'],
         layers=layers, num_classes=num_classes, classes=classes,
-        max_locations=max_locations, seed=seed)
+        max_locations=max_locations, seed=seed,
+        num_locations={k: int(len(v)) for k, v in feats.items()},
+        world_size=get_world_size())
     if 'penultimate' in kinds:
         k = int(spec['penultimate']['num_templates'])
         log(f'[kd_layer_stats] k-means: {k} centres over '

@@ -12,10 +12,52 @@ if ROOT not in sys.path:
 import kd_plugins  # noqa: E402,F401
 
 
-def run_tool(args, cwd=ROOT, timeout=900, check=True, env=None):
-    """Run ``python <args>`` in the repo root; return the CompletedProcess."""
+# the first log line of epoch 3: the run has saved epoch_2.pth and is in the
+# middle of epoch 3 (Digits: 23 iterations per epoch, logged every 10)
+MID_EPOCH_3 = r'Epoch\(train\)\s+\[3\]\[\s*\d+/'
+
+
+def _run_and_kill(cmd, cwd, env, timeout, kill_at):
+    """Run ``cmd``; SIGKILL it when a line of its output matches ``kill_at``.
+
+    Returns a CompletedProcess (returncode -9 when it was killed)."""
+    import re
+    import signal
+    import time
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines, deadline = [], time.time() + timeout
+    for line in proc.stdout:
+        lines.append(line)
+        if re.search(kill_at, line):
+            os.kill(proc.pid, signal.SIGKILL)  # a real kill: no clean-up
+            break
+        if time.time() > deadline:
+            proc.kill()
+            break
+    proc.stdout.close()
+    proc.wait()
+    return subprocess.CompletedProcess(cmd, proc.returncode, ''.join(lines),
+                                       '')
+
+
+def run_tool(args, cwd=ROOT, timeout=900, check=True, env=None,
+             kill_at=None):
+    """Run ``python <args>`` in the repo root; return the CompletedProcess.
+
+    With ``kill_at`` (a regex), the process is killed with SIGKILL as soon as
+    a line of its output matches; it must have been killed (returncode -9).
+    """
     full_env = dict(os.environ, PYTHONUNBUFFERED='1')
     full_env.update(env or {})
+    if kill_at is not None:
+        proc = _run_and_kill([sys.executable, *args], cwd, full_env, timeout,
+                             kill_at)
+        if proc.returncode != -9:
+            raise AssertionError(
+                f'{" ".join(args)} was to be killed at {kill_at!r} but exited'
+                f' {proc.returncode}\n{proc.stdout[-6000:]}')
+        return proc
     proc = subprocess.run([sys.executable, *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
@@ -47,17 +89,13 @@ def digits_teacher(tmp_path_factory):
     return wd, ckpt, proc.stdout + proc.stderr
 
 
-def stopped_copy(work_dir: str, dst: str, epoch: int) -> str:
-    """Copy a finished work dir as if the run had stopped after ``epoch``:
-    later ``epoch_*.pth`` files are removed and ``last_checkpoint`` points at
-    ``epoch_<epoch>.pth``, so ``--resume`` continues from there."""
+def assert_killed_after(work_dir: str, epoch: int) -> None:
+    """A run killed mid-epoch ``epoch + 1`` left ``epoch_<epoch>.pth`` as the
+    latest, complete checkpoint and nothing later."""
     import glob
     import re
-    import shutil
-    shutil.copytree(work_dir, dst)
-    for path in glob.glob(osp.join(dst, 'epoch_*.pth')):
-        if int(re.findall(r'epoch_(\d+)\.pth$', path)[0]) > epoch:
-            os.remove(path)
-    with open(osp.join(dst, 'last_checkpoint'), 'w') as f:
-        f.write(osp.join(dst, f'epoch_{epoch}.pth'))
-    return dst
+    saved = sorted(int(re.findall(r'epoch_(\d+)\.pth$', p)[0])
+                   for p in glob.glob(osp.join(work_dir, 'epoch_*.pth')))
+    assert saved and saved[-1] == epoch, saved
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        assert f.read().strip().endswith(f'epoch_{epoch}.pth')

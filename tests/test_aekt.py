@@ -11,7 +11,8 @@ from mmengine.logging import MessageHub
 from mmpretrain.registry import MODELS as PT_MODELS
 from mmrazor.registry import MODELS as RZ_MODELS
 
-from tests.conftest import ROOT, run_tool, stopped_copy
+from tests.conftest import (MID_EPOCH_3, ROOT, assert_killed_after,
+                            run_tool)
 
 
 def aekt(**kw):
@@ -198,11 +199,11 @@ def test_bad_order_is_a_clear_error():
 AEKT_CFG = 'configs/demo/aekt_digits.py'
 
 
-def _aekt_run(wd, teacher, *extra, epochs=3, cfg=AEKT_CFG):
+def _aekt_run(wd, teacher, *extra, epochs=3, cfg=AEKT_CFG, kill_at=None):
     return run_tool(['tools/train.py', cfg, '--work-dir', wd, *extra,
                      '--cfg-options', f'model.teacher_ckpt={teacher}',
                      f'train_cfg.max_epochs={epochs}',
-                     f'train_cfg.val_interval={epochs}'])
+                     f'train_cfg.val_interval={epochs}'], kill_at=kill_at)
 
 
 @pytest.mark.parametrize('order', ['classify_first', 'distill_first'])
@@ -216,9 +217,10 @@ def test_demo_trains_evaluates_resumes_and_exports(digits_teacher, tmp_path,
     full = str(tmp_path / 'full')
     log = _aekt_run(full, teacher, cfg=cfg_file)
     assert 'distill.loss_aekt' in log.stdout + log.stderr
-    # resume from epoch 2 reaches the same weights as the full run
-    # a run that stopped after epoch 2: same files, epoch 3 gone
-    part = stopped_copy(full, str(tmp_path / 'part'), epoch=2)
+    # killed (SIGKILL) mid-epoch 3 and resumed: the full run's weights
+    part = str(tmp_path / 'part')
+    _aekt_run(part, teacher, cfg=cfg_file, kill_at=MID_EPOCH_3)
+    assert_killed_after(part, epoch=2)
     _aekt_run(part, teacher, '--resume', cfg=cfg_file)
     a = torch.load(osp.join(full, 'epoch_3.pth'), weights_only=True)
     b = torch.load(osp.join(part, 'epoch_3.pth'), weights_only=True)

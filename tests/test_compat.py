@@ -212,3 +212,77 @@ def test_mmcv_lite_warning_is_filtered_and_others_are_not():
     assert proc.returncode == 0, proc.stderr
     assert 'MultiScaleDeformableAttention' not in proc.stderr
     assert 'another warning' in proc.stderr
+
+
+# ---------------------------------------------------------------- patch 6
+_KILL_DURING_SAVE = r'''
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import kd_plugins, torch
+from mmengine.runner.checkpoint import save_checkpoint
+path = {path!r}
+save_checkpoint({{'w': torch.zeros(1000)}}, path)       # the good version
+real_fsync = os.fsync
+def fsync_then_die(fd):   # the new bytes are written, not yet renamed
+    real_fsync(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+os.fsync = fsync_then_die
+save_checkpoint({{'w': torch.ones(1000)}}, path)        # killed mid-save
+'''
+
+
+def test_kill_during_checkpoint_save_keeps_the_previous_file(tmp_path):
+    path = str(tmp_path / 'epoch_1.pth')
+    code = _KILL_DURING_SAVE.format(root=ROOT, path=path)
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    # in place (mmengine's own put) the file would already hold ones, or be
+    # truncated; with the patch it is the complete previous version
+    w = torch.load(path, weights_only=True)['w']
+    assert torch.equal(w, torch.zeros(1000))
+
+
+def test_atomic_write_replaces_and_cleans_up(tmp_path):
+    from mmengine.fileio import get_file_backend
+    path = str(tmp_path / 'sub' / 'f.txt')
+    backend = get_file_backend(path)
+    backend.put_text('one', path)
+    backend.put_text('two', path)
+    assert open(path).read() == 'two'
+    assert os.listdir(tmp_path / 'sub') == ['f.txt']  # no temporary files
+
+
+def test_find_latest_checkpoint_falls_back_to_the_newest_file(tmp_path):
+    from mmengine.runner import find_latest_checkpoint
+    for n in (2, 10):
+        torch.save({}, tmp_path / f'epoch_{n}.pth')
+    torch.save({}, tmp_path / 'best_accuracy_top1_epoch_3.pth')
+    (tmp_path / 'last_checkpoint').write_text('')  # killed while writing
+    assert find_latest_checkpoint(str(tmp_path)) == str(
+        tmp_path / 'epoch_10.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'gone.pth'))
+    assert find_latest_checkpoint(str(tmp_path)) == str(
+        tmp_path / 'epoch_10.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_2.pth'))
+    assert find_latest_checkpoint(str(tmp_path)) == str(
+        tmp_path / 'epoch_2.pth')
+
+
+# ---------------------------------------------------------------- patch 7
+def test_corrupt_checkpoint_error_names_the_file(tmp_path):
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    from kd_plugins.errors import CheckpointError
+    good, bad = str(tmp_path / 'epoch_1.pth'), str(tmp_path / 'epoch_2.pth')
+    torch.save({'state_dict': {'w': torch.ones(100)}}, good)
+    with open(good, 'rb') as f:
+        data = f.read()
+    with open(bad, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    with pytest.raises(CheckpointError) as err:
+        _load_checkpoint(bad, map_location='cpu')
+    msg = str(err.value)
+    assert f"checkpoint '{bad}' is unreadable" in msg
+    assert f'--resume {good}' in msg
+    assert _load_checkpoint(good)['state_dict']['w'].sum() == 100

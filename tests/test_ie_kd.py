@@ -8,7 +8,8 @@ import torch
 from mmengine.config import Config
 from mmrazor.registry import MODELS
 
-from tests.conftest import ROOT, run_tool, stopped_copy
+from tests.conftest import (MID_EPOCH_3, ROOT, assert_killed_after,
+                            run_tool)
 
 
 def n(x):
@@ -110,14 +111,16 @@ def stage1(digits_teacher, tmp_path_factory):
     return teacher, osp.join(wd, 'epoch_2.pth')
 
 
-def _stage2(cfg, wd, teacher, s1, epochs=2, extra=(), resume=False):
+def _stage2(cfg, wd, teacher, s1, epochs=2, extra=(), resume=False,
+            kill_at=None):
     return run_tool(['tools/train.py', cfg, '--work-dir', wd,
                      *(['--resume'] if resume else []),
                      '--cfg-options',
                      f'model.teacher_ckpt={teacher}',
                      f'model.distiller.connectors.t_enc.stage1_ckpt={s1}',
                      f'train_cfg.max_epochs={epochs}',
-                     f'train_cfg.val_interval={epochs}', *extra])
+                     f'train_cfg.val_interval={epochs}', *extra],
+                    kill_at=kill_at)
 
 
 def test_stage1_trains_only_the_autoencoder(stage1):
@@ -136,8 +139,10 @@ def test_stage2_end_to_end_encoder_frozen_and_export(stage1, tmp_path):
     proc = _stage2(STAGE2, wd, teacher, s1, epochs=3)
     log = proc.stdout + proc.stderr
     assert 'distill.loss_inh' in log and 'distill.loss_exp' in log
-    # resume from epoch 2 reaches the uninterrupted run's weights
-    part = stopped_copy(wd, str(tmp_path / 'part'), epoch=2)
+    # killed (SIGKILL) mid-epoch 3 and resumed: the uninterrupted weights
+    part = str(tmp_path / 'part')
+    _stage2(STAGE2, part, teacher, s1, epochs=3, kill_at=MID_EPOCH_3)
+    assert_killed_after(part, epoch=2)
     _stage2(STAGE2, part, teacher, s1, epochs=3, resume=True)
     a = torch.load(osp.join(wd, 'epoch_3.pth'), weights_only=True)
     b = torch.load(osp.join(part, 'epoch_3.pth'), weights_only=True)
@@ -305,15 +310,26 @@ def test_dml_term_by_hand():
 
 def test_dml_trains_resumes_and_exports_student_a(tmp_path):
     wd = str(tmp_path / 'dml')
-    args = ['--cfg-options', 'train_cfg.max_epochs=2',
-            'train_cfg.val_interval=2']
+    args = ['--cfg-options', 'train_cfg.max_epochs=3',
+            'train_cfg.val_interval=3']
     proc = run_tool(['tools/train.py', DML, '--work-dir', wd, *args])
     assert 'loss_exp_b' in proc.stdout + proc.stderr
-    proc = run_tool(['tools/train.py', DML, '--work-dir', wd, '--resume',
-                     osp.join(wd, 'epoch_1.pth'), *args])
-    assert 'resumed epoch: 1' in proc.stdout + proc.stderr
+    # killed (SIGKILL) mid-epoch 3 and resumed: both peers and both
+    # optimizers come back exactly
+    part = str(tmp_path / 'part')
+    run_tool(['tools/train.py', DML, '--work-dir', part, *args],
+             kill_at=MID_EPOCH_3)
+    assert_killed_after(part, epoch=2)
+    proc = run_tool(['tools/train.py', DML, '--work-dir', part, '--resume',
+                     *args])
+    assert 'resumed epoch: 2' in proc.stdout + proc.stderr
+    a = torch.load(osp.join(wd, 'epoch_3.pth'), weights_only=True)
+    b = torch.load(osp.join(part, 'epoch_3.pth'), weights_only=True)
+    assert a['state_dict'].keys() == b['state_dict'].keys()
+    for k in a['state_dict']:
+        assert torch.equal(a['state_dict'][k], b['state_dict'][k]), k
     out = str(tmp_path / 'export')
-    run_tool(['tools/export_student.py', DML, osp.join(wd, 'epoch_2.pth'),
+    run_tool(['tools/export_student.py', DML, osp.join(wd, 'epoch_3.pth'),
               out])
     keys = torch.load(osp.join(out, 'student.pth'),
                       weights_only=True)['state_dict'].keys()

@@ -84,7 +84,7 @@ def test_insertion_into_backbone_families(backbone, after, channels, size):
 
 
 def test_wrong_module_name_lists_nearest_names():
-    with pytest.raises(KeyError, match='nearest valid names') as err:
+    with pytest.raises(ValueError, match='nearest valid names') as err:
         MODELS.build(dict(type='KDLayerBackbone',
                           backbone=dict(type='ResNet', depth=18),
                           kd_layers=[dict(after='layer5.0', in_channels=512,
@@ -130,7 +130,8 @@ import os.path as osp  # noqa: E402
 import numpy as np  # noqa: E402
 from mmrazor.registry import MODELS as RZ  # noqa: E402
 
-from tests.conftest import ROOT, run_tool, stopped_copy  # noqa: E402
+from tests.conftest import (MID_EPOCH_3, ROOT,  # noqa: E402
+                            assert_killed_after, run_tool)
 
 
 def _write_stats(path, c=4, k=3, classes=2, sub=2, d=2, seed=0):
@@ -273,7 +274,11 @@ def test_demo_trains_resumes_evaluates_and_exports(digits_stats, tmp_path):
     log = run_tool(['tools/train.py', KDL, '--work-dir', full, *base])
     out = log.stdout + log.stderr
     assert 'distill.loss_penult' in out and 'distill.loss_inter' in out
-    part = stopped_copy(full, str(tmp_path / 'part'), epoch=2)
+    # killed (SIGKILL) mid-epoch 3 and resumed: the uninterrupted weights
+    part = str(tmp_path / 'part')
+    run_tool(['tools/train.py', KDL, '--work-dir', part, *base],
+             kill_at=MID_EPOCH_3)
+    assert_killed_after(part, epoch=2)
     run_tool(['tools/train.py', KDL, '--work-dir', part, '--resume', *base])
     a = torch.load(osp.join(full, 'epoch_3.pth'), weights_only=True)
     b = torch.load(osp.join(part, 'epoch_3.pth'), weights_only=True)

@@ -7,7 +7,8 @@ import mmpretrain
 import pytest
 import torch
 
-from tests.conftest import ROOT, run_tool, stopped_copy
+from tests.conftest import (MID_EPOCH_3, ROOT, assert_killed_after,
+                            run_tool)
 
 KD_CFG = 'configs/demo/kd_digits.py'
 
@@ -35,11 +36,12 @@ def test_teacher_trains_validates_and_tests(digits_teacher, tmp_path):
     assert test_top1 > 80.0  # 8 epochs on Digits; chance is 10 %
 
 
-def _kd_run(work_dir, teacher_ckpt, *extra):
+def _kd_run(work_dir, teacher_ckpt, *extra, kill_at=None):
     return run_tool([
         'tools/train.py', KD_CFG, '--work-dir', work_dir, *extra,
         '--cfg-options', f'model.teacher_ckpt={teacher_ckpt}',
-        'train_cfg.max_epochs=3', 'train_cfg.val_interval=3'])
+        'train_cfg.max_epochs=3', 'train_cfg.val_interval=3'],
+        kill_at=kill_at)
 
 
 def test_kd_student_resume_matches_uninterrupted_run(digits_teacher,
@@ -48,8 +50,10 @@ def test_kd_student_resume_matches_uninterrupted_run(digits_teacher,
     full = str(tmp_path / 'full')
     proc = _kd_run(full, teacher_ckpt)
     assert 'distill.loss_kd' in proc.stdout + proc.stderr
-    # a run that stopped after epoch 2: same files, epoch 3 gone
-    part = stopped_copy(full, str(tmp_path / 'part'), epoch=2)
+    # a run killed (SIGKILL) in the middle of epoch 3, then resumed
+    part = str(tmp_path / 'part')
+    _kd_run(part, teacher_ckpt, kill_at=MID_EPOCH_3)
+    assert_killed_after(part, epoch=2)
     proc = _kd_run(part, teacher_ckpt, '--resume', 'auto')
     log = proc.stdout + proc.stderr
     assert 'resumed epoch: 2' in log

@@ -24,6 +24,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 import kd_plugins  # noqa: E402,F401
+from kd_plugins.compat import load_local_checkpoint  # noqa: E402
 from kd_plugins.models.backbones.cifar_zoo import (  # noqa: E402
     CIFAR_ZOO, UPSTREAM_CLASSIFIER, cifar_classifier)
 
@@ -48,7 +49,7 @@ def convert(src: str, dst: str, arch: str, num_classes: int = 100) -> dict:
         raise SystemExit(f'unknown --arch {arch!r}; choose from '
                          f'{", ".join(CIFAR_ZOO)}')
     try:
-        ckpt = torch.load(src, map_location='cpu', weights_only=True)
+        ckpt = load_local_checkpoint(src, map_location='cpu')
     except Exception as err:  # noqa: BLE001 - report any load failure
         raise SystemExit(f'cannot read checkpoint {src!r}: {err}')
     upstream = ckpt.get('model', ckpt.get('state_dict', ckpt))

@@ -35,4 +35,8 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    from kd_plugins.errors import KDPluginsError
+    try:
+        main()
+    except KDPluginsError as err:
+        raise SystemExit(f'kd_plugins: {err}')

@@ -1,6 +1,9 @@
 """Compute the KD layer's offline statistics from a teacher.
 
     python tools/kd_layer_stats.py CONFIG TEACHER_CKPT OUT.npz [--max-locations N]
+    # several processes: each extracts its shard, rank 0 gathers and writes
+    python -m torch.distributed.run --nproc_per_node 8 tools/kd_layer_stats.py \
+        CONFIG TEACHER_CKPT OUT.npz --launcher pytorch
 
 CONFIG is the KD-layer distillation config (its ``kd_layer_stats`` section
 names the teacher layers, K, LDA size and subclasses; its train dataloader is
@@ -10,6 +13,7 @@ checks them at start.
 from __future__ import annotations
 
 import argparse
+import os
 import os.path as osp
 import sys
 
@@ -29,6 +33,11 @@ def main(argv=None):
     parser.add_argument('out')
     parser.add_argument('--max-locations', type=int,
                         help='cap on sampled feature vectors per layer')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm'],
+                        help='extract features on several processes (each '
+                        'reads its shard; rank 0 fits and writes OUT)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
@@ -41,6 +50,11 @@ def main(argv=None):
     except PreflightError as err:
         raise SystemExit(f'kd_plugins: {err}')
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    if args.launcher != 'none':
+        from mmengine.dist import init_dist
+        os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+        init_dist(args.launcher,
+                  **cfg.get('env_cfg', {}).get('dist_cfg', {}))
     compute_kd_layer_stats(cfg, args.teacher_ckpt, args.out,
                            args.max_locations)
 

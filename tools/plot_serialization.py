@@ -22,10 +22,11 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 import kd_plugins  # noqa: E402,F401  (weights-only allow-list)
+from kd_plugins.compat import load_local_checkpoint  # noqa: E402
 
 
 def load_serialization(checkpoint: str) -> tuple[np.ndarray, list | None]:
-    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    ckpt = load_local_checkpoint(checkpoint, map_location='cpu')
     state = ckpt.get('state_dict', ckpt)
     keys = [k for k in state if k.endswith('head.serialization.weight')]
     keys = [k for k in keys if not k.startswith('teacher.')]

@@ -11,7 +11,7 @@ from _common import (Config, add_common_args, build_runner,
                      default_dataloader_cfgs, set_local_rank, set_work_dir)
 
 from kd_plugins.engine import preflight
-from kd_plugins.engine.preflight import PreflightError
+from kd_plugins.errors import KDPluginsError, PreflightError
 
 
 def parse_args(argv=None):
@@ -70,5 +70,5 @@ def main(argv=None):
 if __name__ == '__main__':
     try:
         main()
-    except PreflightError as err:
+    except KDPluginsError as err:  # a problem the user can fix: no traceback
         raise SystemExit(f'kd_plugins: {err}')

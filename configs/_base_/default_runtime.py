@@ -15,7 +15,17 @@ default_hooks = dict(
 )
 # Re-seed python/numpy/torch at every epoch start from (seed, epoch), so that
 # `--resume` continues exactly like an uninterrupted run.
-custom_hooks = [dict(type='EpochSeedHook', priority='VERY_HIGH')]
+# Stop at the first NaN/inf loss before it is checkpointed, naming the term.
+custom_hooks = [
+    dict(type='EpochSeedHook', priority='VERY_HIGH'),
+    dict(type='NonFiniteLossHook', priority='ABOVE_NORMAL'),
+    # distributed runs: check at every epoch end that all model replicas are
+    # identical (no-op in one process); interval=N checks every N iterations
+    dict(type='ReplicaCheckHook', interval=None),
+    # distillers: student_X.pth (plain mmpretrain student) beside every
+    # checkpoint X.pth, and student.py once, in the work dir
+    dict(type='StudentCheckpointHook'),
+]
 
 env_cfg = dict(
     cudnn_benchmark=False,

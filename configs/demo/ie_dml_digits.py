@@ -32,3 +32,6 @@ model = dict(
     dml_weight=1.0)
 optim_wrapper = dict(constructor='KDMultiOptimWrapperConstructor')
 default_hooks = dict(logger=dict(interval=10))
+# several updates per iteration: under DDP, this wrapper calls the method's own
+# train_step and synchronises every optimizer's gradients (kd_plugins.engine.dist)
+model_wrapper_cfg = dict(type='KDModelWrapper')

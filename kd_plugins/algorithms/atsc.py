@@ -36,6 +36,8 @@ from mmengine.runner import load_checkpoint
 from mmrazor.models.algorithms.base import BaseAlgorithm
 from mmrazor.registry import MODELS
 
+from ..errors import ConfigError
+
 TEACHER_BIAS_OPTIM = 'teacher_bias'
 MAIN_OPTIM = 'main'
 
@@ -83,7 +85,7 @@ class ATSC(BaseAlgorithm):
         if isinstance(teacher_ckpts, str) or teacher_ckpts is None:
             teacher_ckpts = [teacher_ckpts] * len(teachers)
         if not (len(teachers) == len(projectors) == len(teacher_ckpts)):
-            raise ValueError(
+            raise ConfigError(
                 f'ATSC needs one projector and one checkpoint entry per '
                 f'teacher: got {len(teachers)} teachers, {len(projectors)} '
                 f'projectors, {len(teacher_ckpts)} teacher_ckpts.')
@@ -119,7 +121,7 @@ class ATSC(BaseAlgorithm):
         for k, teacher in enumerate(self.teachers):
             fc = getattr(getattr(teacher, 'head', None), 'fc', None)
             if not isinstance(fc, nn.Linear):
-                raise TypeError(
+                raise ConfigError(
                     f'ATSC teacher {k} ({type(teacher).__name__}) has no '
                     'linear classifier at head.fc; ATSC shares the teacher '
                     'classifier with the student. Fix: use a teacher with '
@@ -127,18 +129,18 @@ class ATSC(BaseAlgorithm):
             num_classes.add(fc.out_features)
             proj = self.connectors[k]
             if proj.out_channels != fc.in_features:
-                raise ValueError(
+                raise ConfigError(
                     f'ATSC projector {k} outputs {proj.out_channels} channels '
                     f'but teacher {k} classifier takes {fc.in_features}; set '
                     f'out_channels={fc.in_features}.')
         if len(num_classes) > 1:
-            raise ValueError(f'ATSC teachers disagree on the number of '
+            raise ConfigError(f'ATSC teachers disagree on the number of '
                              f'classes: {sorted(num_classes)}.')
         student_head = getattr(self.architecture, 'head', None)
         s_fc = getattr(student_head, 'fc', None)
         if isinstance(s_fc, nn.Linear) and s_fc.out_features not in \
                 num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f'student head has {s_fc.out_features} classes, teachers '
                 f'{num_classes.pop()}: teacher and student must be trained '
                 'on the same classes.')
@@ -279,7 +281,7 @@ class ATSC(BaseAlgorithm):
             for ds, s, lb in zip(data_samples, scores, labels):
                 ds.set_pred_score(s).set_pred_label(lb)
             return data_samples
-        raise ValueError(f'Invalid mode {mode!r}.')
+        raise ConfigError(f'Invalid mode {mode!r}.')
 
     # ------------------------------------------------------------------
     @staticmethod

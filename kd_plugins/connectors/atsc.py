@@ -7,6 +7,7 @@ from mmrazor.models.architectures.connectors.base_connector import \
     BaseConnector
 from mmrazor.registry import MODELS
 
+from ..errors import ConfigError
 from ..models.atsc_head import SimKDProjector
 
 
@@ -28,7 +29,7 @@ class ATSCProjector(BaseConnector):
 
     def forward_train(self, feature: torch.Tensor) -> torch.Tensor:
         if feature.shape[1] != self.in_channels:
-            raise ValueError(
+            raise ConfigError(
                 f'ATSCProjector expects {self.in_channels} student channels '
                 f'but got a map of shape {tuple(feature.shape)}; set the '
                 "projector's in_channels to the student's last-stage width.")

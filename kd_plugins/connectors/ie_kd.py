@@ -16,6 +16,9 @@ from mmrazor.models.architectures.connectors.base_connector import \
     BaseConnector
 from mmrazor.registry import MODELS
 
+from ..compat import load_local_checkpoint
+from ..errors import ConfigError
+
 
 def coder(c_in: int, c_out: int, slope: float = 0.1) -> nn.Sequential:
     """The spec's Coder: (N, c_in, H, W) -> (N, c_out, H, W)."""
@@ -81,14 +84,14 @@ class IETeacherEncoder(BaseConnector):
                 'python tools/train.py configs/demo/ie_kd_stage1_digits.py, '
                 'and pass its checkpoint with --cfg-options '
                 'model.distiller.connectors.t_enc.stage1_ckpt=PATH')
-        state = torch.load(path, map_location='cpu', weights_only=True)
+        state = load_local_checkpoint(path, map_location='cpu')
         state = state.get('state_dict', state)
         if prefix is None:
             prefixes = sorted({k[:k.index('encoder.') + len('encoder.')]
                                for k in state if '.encoder.' in k and
                                'connectors.' in k})
             if len(prefixes) != 1:
-                raise ValueError(
+                raise ConfigError(
                     f'{path!r} is not an IE-KD stage-1 checkpoint: expected '
                     f'one teacher encoder (…connectors.<name>.encoder.*), '
                     f'found {prefixes or "none"}.')
@@ -99,7 +102,7 @@ class IETeacherEncoder(BaseConnector):
         bad = [k for k in own if k not in enc or enc[k].shape != own[k].shape]
         if bad:
             shapes = {k: tuple(enc[k].shape) for k in bad if k in enc}
-            raise ValueError(
+            raise ConfigError(
                 f'stage-1 encoder in {path!r} was made for another teacher or'
                 f' channel count: this stage 2 expects C_t={self.in_channels}'
                 f' -> {self.out_channels}; mismatching keys {bad[:4]} '
@@ -131,10 +134,10 @@ class IEStudentEncoder(BaseConnector):
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         if part not in ('inherit', 'explore'):
-            raise ValueError(f"part must be 'inherit' or 'explore', got "
+            raise ConfigError(f"part must be 'inherit' or 'explore', got "
                              f'{part!r}.')
         if not 0 < split_ratio < 1:
-            raise ValueError(f'split_ratio must be in (0, 1), got '
+            raise ConfigError(f'split_ratio must be in (0, 1), got '
                              f'{split_ratio}.')
         self.split = int(round(in_channels * split_ratio))
         self.part = part
@@ -146,7 +149,7 @@ class IEStudentEncoder(BaseConnector):
 
     def forward_train(self, feature):
         if feature.shape[1] != self.in_channels:
-            raise ValueError(
+            raise ConfigError(
                 f'IEStudentEncoder expects {self.in_channels} student '
                 f'channels, got {tuple(feature.shape)}.')
         lo, hi = self.channels

@@ -35,3 +35,140 @@ class EpochSeedHook(Hook):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+
+
+@HOOKS.register_module()
+class NonFiniteLossHook(Hook):
+    """Stop training at the first NaN/inf loss, before anything is saved.
+
+    Runs after every training iteration, ahead of the checkpoint hook, so the
+    weights of a diverged step are never written: ``last_checkpoint`` keeps
+    pointing at the last good checkpoint. The error names the loss term that
+    went non-finite first (in the order the model reports them, the total
+    ``loss`` last), the iteration, and the checkpoint to resume from.
+
+    Args:
+        interval: check every ``interval`` iterations (1: every iteration;
+            the check is one device-to-host copy of the logged losses, which
+            the logger hook makes anyway).
+    """
+
+    priority = 'ABOVE_NORMAL'
+
+    def __init__(self, interval: int = 1) -> None:
+        if interval < 1:
+            raise ValueError(f'interval must be >= 1, got {interval}')
+        self.interval = interval
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        if not outputs or not self.every_n_train_iters(runner, self.interval):
+            return
+        names = [k for k in outputs if 'loss' in k and k != 'loss']
+        if 'loss' in outputs:
+            names.append('loss')
+        if not names:
+            return
+        flat = torch.stack([
+            torch.as_tensor(outputs[k]).detach().float().mean().cpu()
+            for k in names
+        ])
+        finite = torch.isfinite(flat)
+        if bool(finite.all()):
+            return
+        from ..errors import NonFiniteLossError
+        bad = [f'{n}={float(v)}' for n, v, ok in zip(names, flat, finite)
+               if not ok]
+        first = bad[0].split('=')[0]
+        from mmengine.runner.checkpoint import find_latest_checkpoint
+        last = find_latest_checkpoint(runner.work_dir) if runner.work_dir \
+            else None
+        resume = (f'the last good checkpoint is {last}; resume from it with '
+                  f'--resume {last}' if last else
+                  'no checkpoint was saved before it')
+        raise NonFiniteLossError(
+            f'loss term {first!r} became non-finite at iteration '
+            f'{runner.iter + 1} (epoch {runner.epoch + 1}, batch '
+            f'{batch_idx + 1}); non-finite terms: {", ".join(bad)}. '
+            f'Training stopped before the next checkpoint; {resume}.\n'
+            '  Fix: lower the learning rate or that loss\'s loss_weight, '
+            'add gradient clipping (optim_wrapper.clip_grad='
+            'dict(max_norm=5.0)), or use --amp bf16 instead of fp16.')
+
+
+@HOOKS.register_module()
+class StudentCheckpointHook(Hook):
+    """Write a student-only checkpoint beside every checkpoint of a distiller.
+
+    After each checkpoint save (regular and best), ``X.pth`` in the work dir
+    gets ``student_X.pth``: plain mmpretrain keys plus what the method keeps
+    at deployment (the same split as ``tools/export_student.py``), loadable
+    with ``student.py`` (written once, in the work dir) by mmpretrain's
+    ``init_model``, ``ImageClassificationInferencer`` and ``tools/test.py``.
+    When the checkpoint hook deletes an old checkpoint, its student copy goes
+    too. Only rank 0 writes; a run that is not a distiller is left alone.
+    """
+
+    priority = 'LOWEST'  # after CheckpointHook has saved
+
+    def __init__(self, prefix: str = 'student_') -> None:
+        self.prefix = prefix
+        self._start = None
+
+    def before_train(self, runner) -> None:
+        import time
+        self._start = time.time() - 1.0
+
+    def _is_distiller(self, runner) -> bool:
+        model = runner.cfg.get('model') or {}
+        return isinstance(model, dict) and (
+            'architecture' in model or 'deploy_student' in dir(
+                _algorithm_class(model)))
+
+    def _sync(self, runner) -> None:
+        import glob
+        import os
+        import os.path as osp
+
+        from mmengine.dist import is_main_process
+
+        from ..compat import load_local_checkpoint
+        from ..export import write_student
+        if self._start is None or not is_main_process() or \
+                not self._is_distiller(runner):
+            return
+        wd = runner.work_dir
+        ckpts = {osp.basename(p) for p in glob.glob(osp.join(wd, '*.pth'))
+                 if not osp.basename(p).startswith(self.prefix)}
+        for name in sorted(ckpts):
+            src, dst = osp.join(wd, name), osp.join(wd, self.prefix + name)
+            if osp.exists(dst) or osp.getmtime(src) < self._start:
+                continue
+            cfg_path = osp.join(wd, 'student.py')
+            write_student(runner.cfg, load_local_checkpoint(src, 'cpu'),
+                          None if osp.exists(cfg_path) else cfg_path, dst,
+                          source=osp.abspath(src))
+            runner.logger.info(f'[StudentCheckpointHook] {dst} (config: '
+                               f'{cfg_path})')
+        for path in glob.glob(osp.join(wd, self.prefix + '*.pth')):
+            if osp.basename(path)[len(self.prefix):] not in ckpts:
+                os.remove(path)  # its checkpoint was rotated out
+
+    def after_train_epoch(self, runner) -> None:
+        self._sync(runner)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        if not runner.cfg.get('train_cfg', {}).get('by_epoch', True):
+            self._sync(runner)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._sync(runner)  # the best checkpoint
+
+
+def _algorithm_class(model_cfg: dict):
+    from mmrazor.registry import MODELS
+    try:
+        return MODELS.get(str(model_cfg.get('type', '')).split('.')[-1])
+    except Exception:  # noqa: BLE001
+        return None

@@ -7,6 +7,11 @@ step, IE-DML's alternating students) define ``optim_param_groups()`` returning
 Config: ``optim_wrapper = dict(constructor='KDMultiOptimWrapperConstructor',
 optimizer=dict(type='SGD', ...))`` (``type='AmpOptimWrapper'`` etc. apply to
 every wrapper).
+
+Distributed (world size > 1): the model must be wrapped by
+:class:`~kd_plugins.engine.dist.KDModelWrapper` (``model_wrapper_cfg``), and
+each wrapper becomes its gradient-synchronising variant
+(``SyncGradOptimWrapper`` / ``SyncGradAmpOptimWrapper``).
 """
 from __future__ import annotations
 
@@ -40,17 +45,32 @@ class KDMultiOptimWrapperConstructor:
     def __call__(self, model: nn.Module) -> OptimWrapperDict:
         from mmengine.dist import get_world_size
         from mmengine.model import is_model_wrapper
+
+        from ..errors import ConfigError
+        from .dist import SYNC_WRAPPER, KDModelWrapper
+        wrapper = model
         model = model.module if is_model_wrapper(model) else model
         name = type(model).__name__
         if not hasattr(model, 'optim_param_groups'):
-            raise TypeError(f'{name} has a single update step; use a plain '
-                            'optim_wrapper=dict(optimizer=...).')
+            raise ConfigError(f'{name} has a single update step; use a plain '
+                              'optim_wrapper=dict(optimizer=...).')
+        cfg = copy.deepcopy(self.cfg)
         if get_world_size() > 1:
-            raise NotImplementedError(
-                f'{name} has several update steps per iteration, which are '
-                'not synchronised across processes yet: train it on one GPU '
-                '(one process) for now.')
+            if not isinstance(wrapper, KDModelWrapper):
+                raise ConfigError(
+                    f'{name} makes several updates per iteration; in a '
+                    f'distributed run it is wrapped by {type(wrapper).__name__}'
+                    ', which would not synchronise them.\n  Fix: add '
+                    "model_wrapper_cfg = dict(type='KDModelWrapper') to the "
+                    'config.')
+            kind = cfg.get('type', 'OptimWrapper')
+            if kind not in SYNC_WRAPPER:
+                raise ConfigError(
+                    f'optim_wrapper.type={kind!r} has no gradient-'
+                    f'synchronising variant for distributed {name}; use one '
+                    f'of {sorted(SYNC_WRAPPER)}.')
+            cfg['type'] = SYNC_WRAPPER[kind]
         groups = model.optim_param_groups()
         return OptimWrapperDict(**{
-            key: build_optim_wrapper_for(self.cfg, params)
+            key: build_optim_wrapper_for(cfg, params)
             for key, params in groups.items()})

@@ -13,8 +13,10 @@ from typing import Iterator
 from mmengine.config import Config
 
 
-class PreflightError(RuntimeError):
-    """A configuration problem found before training starts."""
+from ..errors import PreflightError
+from .pair_checks import check_pairs
+
+__all__ = ['PreflightError', 'preflight']
 
 
 # What each standard data set expects below its ``data_root``.
@@ -138,5 +140,6 @@ def preflight(cfg: Config, mode: str = 'train') -> None:
         check_data(cfg, ('train_dataloader', 'val_dataloader'))
         check_teacher_ckpt(cfg)
         check_method_files(cfg)
+        check_pairs(cfg)
     else:
         check_data(cfg, ('test_dataloader',))

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from mmengine.logging import MessageHub
 from mmrazor.registry import MODELS
 
+from ..errors import ConfigError
+
 _NEG = -1e9  # "minus infinity" that keeps 0 * (a - b) finite
 
 
@@ -76,7 +78,7 @@ class AEKTLoss(nn.Module):
                  adaptive: bool = True) -> None:
         super().__init__()
         if tau <= 0 or ratio_max <= 0 or warmup_iters < 0:
-            raise ValueError('AEKTLoss needs tau > 0, ratio_max > 0 and '
+            raise ConfigError('AEKTLoss needs tau > 0, ratio_max > 0 and '
                              f'warmup_iters >= 0; got tau={tau}, ratio_max='
                              f'{ratio_max}, warmup_iters={warmup_iters}.')
         self.tau = tau
@@ -98,7 +100,7 @@ class AEKTLoss(nn.Module):
                 gt_labels: torch.Tensor) -> torch.Tensor:
         """preds_S, preds_T: (N, C) logits; gt_labels: (N,) class indices."""
         if preds_S.shape != preds_T.shape or preds_S.dim() != 2:
-            raise ValueError(
+            raise ConfigError(
                 f'AEKTLoss: student logits {tuple(preds_S.shape)} and teacher '
                 f'logits {tuple(preds_T.shape)} must both be (N, C) with the '
                 'same number of classes.')

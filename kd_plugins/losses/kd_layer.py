@@ -23,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmrazor.registry import MODELS
 
+from ..errors import ConfigError
+
 KINDS = ('penultimate', 'intermediate')
 
 
@@ -85,13 +87,13 @@ class KDLayerLoss(nn.Module):
                  loss_weight: float = 1.0) -> None:
         super().__init__()
         if kind not in KINDS:
-            raise ValueError(f'KDLayerLoss kind must be one of {KINDS}, got '
+            raise ConfigError(f'KDLayerLoss kind must be one of {KINDS}, got '
                              f'{kind!r}.')
         arrays, meta = load_stats(stats_file)
         self.kind, self.tau, self.loss_weight = kind, tau, loss_weight
         self.meta = meta
         if kind not in meta.get('kinds', []):
-            raise ValueError(f'{stats_file!r} has no {kind} statistics '
+            raise ConfigError(f'{stats_file!r} has no {kind} statistics '
                              f'(it has {meta.get("kinds")}); recompute it.')
         if kind == 'penultimate':
             centers = torch.from_numpy(arrays['penult_centers']).float()
@@ -110,15 +112,17 @@ class KDLayerLoss(nn.Module):
             k = self.s_t.shape[0]
             if num_classes is not None and \
                     num_classes != meta['num_classes']:
-                raise ValueError(
+                raise ConfigError(
                     f'{stats_file!r} was built for {meta["num_classes"]} '
                     f'classes, this run has {num_classes}; recompute it '
                     'with tools/kd_layer_stats.py for this data set.')
         if num_templates is not None and num_templates != k:
-            raise ValueError(
+            raise ConfigError(
                 f'{stats_file!r} holds {k} {kind} templates but the student '
-                f'KD layer has num_templates={num_templates}; they must match'
-                ' (recompute the statistics or fix the KD layer).')
+                f'KD layer has num_templates={num_templates}; they must match.'
+                '\n  Fix: recompute the statistics for this KD layer '
+                '(python tools/kd_layer_stats.py CONFIG TEACHER_CKPT OUT.npz)'
+                ' or set the KD layer\'s num_templates to match the file.')
         self.num_templates = k
 
     def targets(self, feat_t, gt_labels=None) -> torch.Tensor:
@@ -131,13 +135,13 @@ class KDLayerLoss(nn.Module):
                 gt_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """preds_S: (B, K, H, W) scores; preds_T: (B, C_t, H_t, W_t)."""
         if preds_S.shape[1] != self.num_templates:
-            raise ValueError(f'student scores have {preds_S.shape[1]} '
+            raise ConfigError(f'student scores have {preds_S.shape[1]} '
                              f'templates, statistics {self.num_templates}.')
         feat_t = preds_T.detach()
         want_c = (self.centers.shape[1] if self.kind == 'penultimate'
                   else self.mean.shape[0])
         if feat_t.shape[1] != want_c:
-            raise ValueError(
+            raise ConfigError(
                 f'KD-layer {self.kind} statistics were computed on '
                 f'{want_c}-channel teacher features (teacher '
                 f'{self.meta.get("teacher_type")}, layer '

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmpretrain.registry import MODELS
 
+from ..errors import ConfigError
+
 
 class CosineConv1x1(nn.Module):
     """1x1 convolution of L2-normalised inputs (over channels, per location)
@@ -69,7 +71,7 @@ class KDLayer(BaseModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.in_channels:
-            raise ValueError(f'KDLayer expects {self.in_channels} channels, '
+            raise ConfigError(f'KDLayer expects {self.in_channels} channels, '
                              f'got a map of shape {tuple(x.shape)}.')
         if self.alpha == 0:
             self.match(x)  # scores are still produced for the loss
@@ -106,7 +108,7 @@ class KDLayerBackbone(BaseModule):
                 near = [n for n in modules if n and (
                     n.split('.')[0] == after.split('.')[0]
                     or after.split('.')[-1] in n)][:8]
-                raise KeyError(
+                raise ConfigError(
                     f'KDLayerBackbone: no module {after!r} in '
                     f'{type(self.backbone).__name__}; nearest valid names: '
                     f'{near or [n for n in modules if n][:8]}')

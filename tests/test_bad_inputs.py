@@ -1,0 +1,261 @@
+"""Bad input fails fast with a message that names the problem and the fix.
+
+Every case runs ``tools/train.py`` in a subprocess, as a user would, and
+checks the message (and that it is a clean message, not a traceback).
+README.md "Troubleshooting" lists the same errors.
+"""
+import os
+import os.path as osp
+import pickle
+import shutil
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, run_tool
+
+KD = 'configs/demo/kd_digits.py'
+ATSC = 'configs/demo/atsc_digits.py'
+IE2 = 'configs/demo/ie_kd_digits.py'
+KDL = 'configs/demo/kd_layer_digits.py'
+
+
+def _fails(args, *needles, clean=True):
+    """Run tools/train.py ARGS; it must fail and print every needle."""
+    proc = run_tool(['tools/train.py', *args], check=False, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    for needle in needles:
+        assert needle in out, f'{needle!r} not in:\n{out[-3000:]}'
+    if clean:  # a kd_plugins error: one message, no traceback
+        assert 'Traceback' not in out, out[-3000:]
+        assert 'kd_plugins: ' in proc.stderr
+    return out
+
+
+def _derived(tmp_path, base, body, name='cfg.py'):
+    path = tmp_path / name
+    path.write_text(f"_base_ = '{osp.join(ROOT, base)}'\n{body}\n")
+    return str(path)
+
+
+def test_class_count_mismatch(digits_teacher, tmp_path):
+    _, teacher, _ = digits_teacher
+    _fails([KD, '--work-dir', str(tmp_path), '--cfg-options',
+            f'model.teacher_ckpt={teacher}',
+            'model.architecture.head.num_classes=5'],
+           'model.teacher predicts 10 classes but the student',
+           'predicts 5', 'model.architecture.head.num_classes=10')
+
+
+def test_teacher_checkpoint_missing(tmp_path):
+    _fails([KD, '--work-dir', str(tmp_path), '--cfg-options',
+            'model.teacher_ckpt=/nonexistent/teacher.pth'],
+           "model.teacher_ckpt '/nonexistent/teacher.pth' does not exist",
+           'Fix: train the teacher first')
+
+
+def test_teacher_checkpoint_truncated(digits_teacher, tmp_path):
+    _, teacher, _ = digits_teacher
+    bad = str(tmp_path / 'teacher.pth')
+    with open(teacher, 'rb') as f:
+        data = f.read()
+    with open(bad, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    _fails([KD, '--work-dir', str(tmp_path / 'wd'), '--cfg-options',
+            f'model.teacher_ckpt={bad}'],
+           f"checkpoint '{bad}' is unreadable - truncated or corrupt")
+
+
+def test_teacher_checkpoint_of_another_architecture(digits_teacher,
+                                                    tmp_path):
+    _, teacher, _ = digits_teacher
+    out = _fails([KD, '--work-dir', str(tmp_path), '--cfg-options',
+                  f'model.teacher_ckpt={teacher}',
+                  'model.teacher.backbone.depth=34'],
+                 'does not match the teacher architecture model.teacher',
+                 'missing keys: backbone.layer1.2.conv1.weight',
+                 'Fix: set model.teacher to the model the checkpoint')
+    assert 'unexpected keys' not in out  # R18 keys are a subset of R34's
+
+
+def test_teacher_checkpoint_shape_mismatch(digits_teacher, tmp_path):
+    _, teacher, _ = digits_teacher
+    _fails([KD, '--work-dir', str(tmp_path), '--cfg-options',
+            f'model.teacher_ckpt={teacher}',
+            'model.teacher.backbone.base_channels=8',
+            'model.teacher.head.in_channels=64'],
+           'shape mismatches: backbone.layer1.0.conv1.weight: checkpoint '
+           '(16, 16, 3, 3) vs model (8, 16, 3, 3)')
+
+
+def test_recorder_on_a_missing_module(digits_teacher, tmp_path):
+    _, teacher, _ = digits_teacher
+    _fails([KD, '--work-dir', str(tmp_path), '--cfg-options',
+            f'model.teacher_ckpt={teacher}',
+            'model.distiller.teacher_recorders.fc.source=head.fcc'],
+           "model.distiller.teacher_recorders.fc records module 'head.fcc'",
+           "Nearest module names: 'head.fc'")
+
+
+def test_connector_cannot_adapt_the_feature_shape(digits_teacher, tmp_path):
+    _, teacher, _ = digits_teacher
+    _fails([ATSC, '--work-dir', str(tmp_path), '--cfg-options',
+            f'model.teacher_ckpts=[{teacher}]',
+            'model.projectors.0.in_channels=16'],
+           'ATSCProjector expects 16 student channels but got a map of '
+           'shape (', "set the projector's in_channels")
+
+
+def test_data_root_missing(tmp_path):
+    _fails(['configs/teachers/resnet56_cifar100.py', '--work-dir',
+            str(tmp_path), '--cfg-options',
+            'train_dataloader.dataset.data_root=/nonexistent/cifar100'],
+           "data_root '/nonexistent/cifar100' of the CIFAR100 data set "
+           'does not exist', 'cifar-100-python/train', 'ln -s')
+
+
+def test_data_root_empty(tmp_path):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    _fails(['configs/teachers/resnet56_cifar100.py', '--work-dir',
+            str(tmp_path / 'wd'), '--cfg-options',
+            f'train_dataloader.dataset.data_root={empty}'],
+           f"data_root '{empty}' of the CIFAR100 data set is empty")
+
+
+def test_class_names_differ_from_the_teacher(digits_teacher, tmp_path):
+    _, teacher, _ = digits_teacher
+    cfg = _derived(tmp_path, KD,
+                   "train_dataloader = dict(dataset=dict(metainfo=dict("
+                   "classes=[str(9 - i) for i in range(10)])))")
+    _fails([cfg, '--work-dir', str(tmp_path / 'wd'), '--cfg-options',
+            f'model.teacher_ckpt={teacher}'],
+           'was trained on 10 classes that differ from the 10 classes of '
+           'train_dataloader.dataset',
+           "0: teacher '0' vs data '9'")
+
+
+def test_kd_layer_statistics_for_other_classes(digits_teacher, tmp_path):
+    from tests.test_kd_layer import _write_stats
+    _, teacher, _ = digits_teacher
+    stats = str(tmp_path / 'stats.npz')
+    _write_stats(stats)  # 2 classes, 3 templates, 4 channels
+    _fails([KDL, '--work-dir', str(tmp_path / 'wd'), '--cfg-options',
+            f'model.teacher_ckpt={teacher}',
+            f'model.distiller.distill_losses.loss_penult.stats_file={stats}',
+            f'model.distiller.distill_losses.loss_inter.stats_file={stats}'],
+           f"{stats!r} holds 3 penultimate templates but the student KD "
+           'layer has num_templates=64', 'python tools/kd_layer_stats.py')
+
+
+def test_ie_kd_stage2_without_stage1(digits_teacher, tmp_path):
+    _, teacher, _ = digits_teacher
+    _fails([IE2, '--work-dir', str(tmp_path), '--cfg-options',
+            f'model.teacher_ckpt={teacher}',
+            'model.distiller.connectors.t_enc.stage1_ckpt=/none/stage1.pth'],
+           "'/none/stage1.pth' does not exist: IE-KD stage 2 needs the "
+           'stage-1 checkpoint', 'run stage 1 first')
+
+
+def test_atsc_teacher_without_linear_classifier(tmp_path):
+    cfg = _derived(tmp_path, ATSC, """
+model = dict(teacher_ckpts=[None], teachers=[dict(
+    type='mmpretrain.ImageClassifier',
+    backbone=dict(type='mmpretrain.ResNet_CIFAR', depth=18, stem_channels=16,
+                  base_channels=16),
+    neck=dict(type='mmpretrain.GlobalAveragePooling'),
+    head=dict(type='mmpretrain.StackedLinearClsHead', num_classes=10,
+              in_channels=128, mid_channels=[64]),
+    data_preprocessor=dict(type='mmpretrain.ClsDataPreprocessor'))])""")
+    _fails([cfg, '--work-dir', str(tmp_path / 'wd')],
+           'has no linear classifier at head.fc',
+           'Fix: use a teacher with an mmpretrain LinearClsHead')
+
+
+def test_unknown_method_option(digits_teacher, tmp_path):
+    _, teacher, _ = digits_teacher
+    _fails([KD, '--work-dir', str(tmp_path), '--cfg-options',
+            f'model.teacher_ckpt={teacher}',
+            'model.distiller.distill_losses.loss_kd.tua=4'],
+           "model.distiller.distill_losses.loss_kd: KLDivergence has no "
+           "option 'tua' (did you mean 'tau'?)")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='needs a CPU machine')
+def test_amp_without_a_gpu(digits_teacher, tmp_path):
+    _, teacher, _ = digits_teacher
+    _fails([KD, '--work-dir', str(tmp_path), '--amp', 'bf16',
+            '--cfg-options', f'model.teacher_ckpt={teacher}'],
+           '--amp bf16 was requested but no CUDA device is available',
+           'Fix: drop --amp')
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+        digits_teacher, tmp_path):
+    _, teacher, _ = digits_teacher
+    wd = str(tmp_path / 'wd')
+    opts = ['--cfg-options', f'model.teacher_ckpt={teacher}',
+            'train_cfg.max_epochs=2', 'train_cfg.val_interval=2']
+    run_tool(['tools/train.py', KD, '--work-dir', wd, *opts],
+             kill_at=r'Epoch\(train\)\s+\[2\]')  # epoch_1.pth is saved
+    good = osp.join(wd, 'epoch_1.pth')
+    before = open(good, 'rb').read()
+    # the KD term overflows to inf from the first step after the resume
+    out = _fails([KD, '--work-dir', wd, '--resume', *opts,
+                  'model.distiller.distill_losses.loss_kd.loss_weight=1e39'],
+                 "loss term 'distill.loss_kd' became non-finite at "
+                 'iteration 24 (epoch 2, batch 1)',
+                 f'the last good checkpoint is {good}')
+    assert 'student.loss=' not in out.split('non-finite terms:')[1][:60]
+    assert not osp.exists(osp.join(wd, 'epoch_2.pth'))
+    assert open(osp.join(wd, 'last_checkpoint')).read().strip() == good
+    assert open(good, 'rb').read() == before
+
+
+def test_resume_from_a_corrupt_checkpoint(digits_teacher, tmp_path):
+    wd, teacher, _ = digits_teacher
+    good = str(tmp_path / 'epoch_7.pth')
+    bad = str(tmp_path / 'epoch_8.pth')
+    shutil.copy(osp.join(wd, 'epoch_7.pth'), good)
+    with open(teacher, 'rb') as f:
+        data = f.read()
+    with open(bad, 'wb') as f:
+        f.write(data[:1000])
+    _fails(['configs/demo/teacher_digits.py', '--work-dir',
+            str(tmp_path / 'wd'), '--resume', bad],
+           f"checkpoint '{bad}' is unreadable - truncated or corrupt",
+           f'--resume {good}')
+
+
+class _Evil:
+    """Unpickling this runs ``open(marker, 'w')``: a stand-in for any code
+    a malicious checkpoint could run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+@pytest.mark.parametrize('where', ['teacher', 'resume'])
+def test_malicious_checkpoint_is_refused(digits_teacher, tmp_path, where):
+    _, teacher, _ = digits_teacher
+    marker = str(tmp_path / 'pwned')
+    evil = str(tmp_path / 'evil.pth')
+    state = torch.load(teacher, weights_only=True)
+    state['meta']['payload'] = _Evil(marker)
+    torch.save(state, evil, pickle_protocol=pickle.DEFAULT_PROTOCOL)
+    assert not osp.exists(marker)
+    if where == 'teacher':
+        args = [KD, '--cfg-options', f'model.teacher_ckpt={evil}']
+    else:
+        args = ['configs/demo/teacher_digits.py', '--resume', evil]
+    _fails([*args, '--work-dir', str(tmp_path / 'wd')],
+           f"refused to load checkpoint '{evil}'", 'weights_only=True')
+    assert not osp.exists(marker), 'the pickled payload ran'
+    # the same file *would* run code when loaded without weights_only
+    torch.load(evil, weights_only=False)
+    assert osp.exists(marker)
+    os.remove(marker)

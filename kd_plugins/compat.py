@@ -51,6 +51,12 @@ Patches
    :class:`kd_plugins.errors.CheckpointError` naming the file and the fix, and
    a checkpoint holding objects outside the allow-list (item 3) is refused
    with a message that says so.
+8. mmengine 0.10.7 ``Runner.wrap_model`` always passes
+   ``device_ids=[LOCAL_RANK]`` to ``MMDistributedDataParallel``; PyTorch
+   refuses ``device_ids`` for a CPU module, so DDP training without a GPU
+   (gloo) fails. The wrapper's ``__init__`` drops ``device_ids`` /
+   ``output_device`` when the module's parameters are all on the CPU; GPU
+   modules are wrapped exactly as before.
 """
 from __future__ import annotations
 
@@ -431,6 +437,30 @@ def _patch_checkpoint_loader() -> None:
     PATCHES['checkpoint_errors'] = True
 
 
+# ---------------------------------------------------------------------------
+# 8. DDP of a CPU module (gloo) without device_ids
+# ---------------------------------------------------------------------------
+def _patch_cpu_ddp() -> None:
+    """For mmengine 0.10.7 (module docstring, item 8)."""
+    from mmengine.model.wrappers.distributed import MMDistributedDataParallel
+    original = MMDistributedDataParallel.__init__
+    if getattr(original, '_kd_plugins_original', None):
+        return
+
+    def __init__(self, module, detect_anomalous_params: bool = False,
+                 **kwargs):
+        devices = {p.device.type for p in module.parameters()}
+        if devices <= {'cpu'}:
+            kwargs.pop('device_ids', None)
+            kwargs.pop('output_device', None)
+        original(self, module=module,
+                 detect_anomalous_params=detect_anomalous_params, **kwargs)
+
+    __init__._kd_plugins_original = original
+    MMDistributedDataParallel.__init__ = __init__
+    PATCHES['cpu_ddp'] = True
+
+
 def apply() -> None:
     """Apply every patch (idempotent). Called by ``import kd_plugins``."""
     _silence_mmcv_lite_warning()
@@ -440,6 +470,7 @@ def apply() -> None:
     _patch_init_dist()
     _patch_atomic_checkpoints()
     _patch_checkpoint_loader()
+    _patch_cpu_ddp()
 
 
 apply()

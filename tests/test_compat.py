@@ -286,3 +286,31 @@ def test_corrupt_checkpoint_error_names_the_file(tmp_path):
     assert f"checkpoint '{bad}' is unreadable" in msg
     assert f'--resume {good}' in msg
     assert _load_checkpoint(good)['state_dict']['w'].sum() == 100
+
+
+# ---------------------------------------------------------------- patch 8
+_CPU_DDP = r'''
+import os, sys
+sys.path.insert(0, {root!r})
+import kd_plugins, torch
+import torch.distributed as dist
+from mmengine.model import MMDistributedDataParallel
+os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT={port!r})
+dist.init_process_group('gloo', rank=0, world_size=1)
+# what mmengine's Runner.wrap_model passes on every machine
+ddp = MMDistributedDataParallel(module=torch.nn.Linear(2, 2),
+                                device_ids=[0], broadcast_buffers=False)
+print('wrapped', ddp.device_ids)
+'''
+
+
+def test_mmengine_ddp_wraps_a_cpu_module(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = str(s.getsockname()[1])
+    proc = subprocess.run(
+        [sys.executable, '-c', _CPU_DDP.format(root=ROOT, port=port)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'wrapped None' in proc.stdout

@@ -1,0 +1,219 @@
+"""Distributed training: torchrun (gloo on CPU) and a real slurm.
+
+For each method family a 2-process run through ``tools/dist_train.sh`` must
+keep the replicas identical (``ReplicaCheckHook`` hashes every tensor on every
+rank) and reach the weights of a 1-process run with the same global batch.
+Batch-norm layers are frozen (``tests/dist_helpers.FreezeAllNormsHook``) for
+that comparison: each rank would otherwise normalise with its own half-batch
+statistics.
+"""
+import glob
+import os
+import os.path as osp
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import ROOT, run_tool
+
+GLOBAL_BATCH = 32
+STEPS = 10  # 320 Digits images: 10 steps of 32 (2 x 16)
+
+
+def _free_port() -> str:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return str(s.getsockname()[1])
+
+
+def _env(**extra):
+    # one thread per process: two ranks share the CI machine's two cores
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHON=sys.executable,
+               PYTHONUNBUFFERED='1')
+    env.update(extra)
+    return env
+
+
+def _run(cmd, env, timeout=900):
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f'{" ".join(cmd)}\n{out[-6000:]}'
+    return out
+
+
+def _config(tmp_path, base, model_override, name):
+    """A copy of ``base`` made deterministic: no augmentation, constant lr,
+    one epoch of STEPS steps, every BN frozen, replicas checked every 5
+    steps."""
+    path = tmp_path / f'{name}.py'
+    path.write_text(f"""_base_ = '{osp.join(ROOT, base)}'
+train_dataloader = dict(dataset=dict(pipeline=[dict(type='PackInputs')],
+                                     indices={STEPS * GLOBAL_BATCH}))
+param_scheduler = []
+optim_wrapper = dict(optimizer=dict(lr=0.01))
+train_cfg = dict(max_epochs=1, val_interval=1)
+custom_imports = dict(imports=['kd_plugins', 'tests.dist_helpers'],
+                      allow_failed_imports=False)
+custom_hooks = [
+    dict(type='FreezeAllNormsHook'),
+    dict(type='EpochSeedHook', priority='VERY_HIGH'),
+    dict(type='NonFiniteLossHook', priority='ABOVE_NORMAL'),
+    dict(type='ReplicaCheckHook', interval=5),
+]
+{model_override}
+""")
+    return str(path)
+
+
+def _one_and_two_processes(cfg, tmp_path, opts=()):
+    """Train ``cfg`` on 1 process (batch 32) and on 2 (batch 16 each);
+    return both final state dicts and the 2-process log."""
+    one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+    run_tool(['tools/train.py', cfg, '--work-dir', one, '--cfg-options',
+              f'train_dataloader.batch_size={GLOBAL_BATCH}', *opts],
+             env={'OMP_NUM_THREADS': '1'})
+    log = _run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir', two,
+                '--cfg-options',
+                f'train_dataloader.batch_size={GLOBAL_BATCH // 2}', *opts],
+               _env(PORT=_free_port()))
+    a = torch.load(osp.join(one, 'epoch_1.pth'), weights_only=True)
+    b = torch.load(osp.join(two, 'epoch_1.pth'), weights_only=True)
+    return a['state_dict'], b['state_dict'], log
+
+
+def _assert_same(a, b, skip=()):
+    assert a.keys() == b.keys()
+    for k in a:
+        if any(s in k for s in skip) or not a[k].is_floating_point():
+            continue
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4,
+                                   msg=lambda m, k=k: f'{k}: {m}')
+
+
+def _assert_replicas_checked(log, iters):
+    for it in range(5, iters + 1, 5):
+        assert f'[ReplicaCheckHook] iteration {it}: ' in log, log[-4000:]
+    assert 'identical on 2 ranks (rank 0@' in log and ', rank 1@' in log
+
+
+
+
+def test_kd_frozen_teacher_two_processes_equal_one(digits_teacher, tmp_path):
+    _, teacher, _ = digits_teacher
+    cfg = _config(tmp_path, 'configs/demo/kd_digits.py', '', 'kd')
+    a, b, log = _one_and_two_processes(
+        cfg, tmp_path, [f'model.teacher_ckpt={teacher}'])
+    _assert_replicas_checked(log, STEPS)
+    assert 'Distributed training: True' in log and 'GPU number: 2' in log
+    _assert_same(a, b)
+    # the teacher is frozen: not one of its tensors moved on any rank
+    t = torch.load(teacher, weights_only=True)['state_dict']
+    for k, v in t.items():
+        assert torch.equal(b['teacher.' + k], v), k
+
+
+def test_atsc_trained_teacher_two_processes_equal_one(digits_teacher,
+                                                      tmp_path):
+    _, teacher, _ = digits_teacher
+    cfg = _config(tmp_path, 'configs/demo/atsc_digits.py', '', 'atsc')
+    a, b, log = _one_and_two_processes(
+        cfg, tmp_path, [f'model.teacher_ckpts=[{teacher}]'])
+    _assert_replicas_checked(log, STEPS)
+    _assert_same(a, b)
+    # the teacher trained (ATSC adapts it) and its anchor copy did not
+    t = torch.load(teacher, weights_only=True)['state_dict']
+    assert not torch.equal(b['teachers.0.backbone.conv1.weight'],
+                           t['backbone.conv1.weight'])
+    assert not torch.equal(b['teachers.0.head.fc.bias'], t['head.fc.bias'])
+    assert torch.equal(b['anchors.0.p0'], t['backbone.conv1.weight'])
+
+
+def test_ie_dml_two_processes_equal_one(tmp_path):
+    cfg = _config(tmp_path, 'configs/demo/ie_dml_digits.py', '', 'dml')
+    a, b, log = _one_and_two_processes(cfg, tmp_path)
+    _assert_replicas_checked(log, STEPS)
+    _assert_same(a, b)
+
+
+def test_multi_update_method_without_its_wrapper_is_refused(digits_teacher,
+                                                             tmp_path):
+    _, teacher, _ = digits_teacher
+    cfg = _config(tmp_path, 'configs/demo/atsc_digits.py',
+                  'model_wrapper_cfg = None', 'atsc_ddp')
+    proc = subprocess.run(
+        ['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir',
+         str(tmp_path / 'wd'), '--cfg-options',
+         f'model.teacher_ckpts=[{teacher}]'], cwd=ROOT,
+        env=_env(PORT=_free_port()), capture_output=True, text=True,
+        timeout=600)
+    assert proc.returncode != 0
+    assert "add model_wrapper_cfg = dict(type='KDModelWrapper')" in \
+        proc.stdout + proc.stderr
+
+
+def test_kd_layer_statistics_gathered_from_both_ranks(digits_teacher,
+                                                      tmp_path):
+    _, teacher, _ = digits_teacher
+    cfg = 'configs/demo/kd_layer_digits.py'
+    one, two = str(tmp_path / 'one.npz'), str(tmp_path / 'two.npz')
+    # a budget above the data set's size: every location is kept
+    opts = ['--max-locations', '10000000']
+    run_tool(['tools/kd_layer_stats.py', cfg, teacher, one, *opts])
+    _run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
+          '2', '--master_port', _free_port(), 'tools/kd_layer_stats.py', cfg,
+          teacher, two, *opts, '--launcher', 'pytorch'], _env())
+    import json
+    metas = []
+    for path in (one, two):
+        with np.load(path, allow_pickle=False) as f:
+            metas.append(json.loads(str(f['meta'])))
+    assert metas[0]['world_size'] == 1 and metas[1]['world_size'] == 2
+    # both shards arrived (the sampler pads one index to split evenly)
+    for kind, n in metas[0]['num_locations'].items():
+        per_image = n // 1437
+        assert metas[1]['num_locations'][kind] in (n, n + per_image), kind
+    # only rank 0 wrote: one file, no per-rank leftovers
+    assert sorted(os.listdir(tmp_path)) == ['one.npz', 'two.npz']
+
+
+# ---------------------------------------------------------------- slurm
+def _slurm_ready():
+    if not shutil.which('srun') or not shutil.which('sinfo'):
+        return 'slurm is not installed here; `bash .ci/slurm_up.sh` (root) ' \
+            'installs and starts a one-node cluster'
+    out = subprocess.run(['sinfo', '-h', '-o', '%T'], capture_output=True,
+                         text=True)
+    if out.returncode != 0 or not any(
+            s in out.stdout for s in ('idle', 'mix', 'alloc')):
+        return f'slurm is installed but no node is up: {out.stderr.strip()}'
+    return None
+
+
+@pytest.mark.skipif(_slurm_ready() is not None,
+                    reason=str(_slurm_ready()))
+def test_slurm_train_and_test_two_tasks(digits_teacher, tmp_path):
+    _, teacher, _ = digits_teacher
+    wd = str(tmp_path / 'wd')
+    env = _env(GPUS='2', GPUS_PER_NODE='2', CPUS_PER_TASK='1', GRES='none',
+               MASTER_PORT=_free_port())
+    partition = os.environ.get('KD_SLURM_PARTITION', 'debug')
+    log = _run(['bash', 'tools/slurm_train.sh', partition, 'kd_plugins_ci',
+                'configs/demo/kd_digits.py', wd, '--cfg-options',
+                f'model.teacher_ckpt={teacher}', 'train_cfg.max_epochs=2',
+                'train_cfg.val_interval=2', 'train_dataloader.batch_size=32'],
+               env)
+    # both slurm tasks trained (the replica check gathers from every rank)
+    assert 'identical on 2 ranks (rank 0@' in log and ', rank 1@' in log
+    assert 'Distributed launcher: slurm' in log
+    assert osp.isfile(osp.join(wd, 'epoch_2.pth'))
+    assert glob.glob(osp.join(wd, '*', 'vis_data', 'scalars.json'))
+    out = _run(['bash', 'tools/slurm_test.sh', partition, 'kd_plugins_ci',
+                'configs/demo/kd_digits.py', osp.join(wd, 'epoch_2.pth'),
+                '--work-dir', str(tmp_path / 'test')], env)
+    assert 'accuracy/top1' in out

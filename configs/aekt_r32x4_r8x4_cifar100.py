@@ -23,7 +23,7 @@ _distiller['distill_losses']['loss_aekt'].update(
     warmup_iters=15640)  # 20 epochs x 782 iterations (50,000 / 64)
 model = dict(
     _scope_='mmrazor',
-    type='SingleTeacherDistill',
+    type='FastDistill',
     data_preprocessor=_base_.data_preprocessor,
     architecture=_student,
     teacher=dict(**_base_.resnet32x4, data_preprocessor=_cls_pre),

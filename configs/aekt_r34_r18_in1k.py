@@ -23,7 +23,7 @@ _distiller['distill_losses']['loss_aekt'].update(
     warmup_iters=2502)  # 1 epoch: 1,281,167 images / batch 512
 model = dict(
     _scope_='mmrazor',
-    type='SingleTeacherDistill',
+    type='FastDistill',
     data_preprocessor=_base_.data_preprocessor,
     architecture=_student,
     teacher=dict(**_base_.resnet34, data_preprocessor=_cls_pre),

@@ -20,7 +20,7 @@ _s_rec = _base_.ie_student_recorders
 _s_rec['ie_feat']['source'] = 'backbone.layer4'
 model = dict(
     _scope_='mmrazor',
-    type='SingleTeacherDistill',
+    type='FastDistill',
     data_preprocessor=_base_.data_preprocessor,
     architecture=dict(**_base_.resnet18, data_preprocessor=_cls_pre),
     teacher=dict(**_base_.resnet34, data_preprocessor=_cls_pre),

@@ -20,7 +20,7 @@ _t_rec = _base_.ie_teacher_recorders
 _t_rec['ie_feat']['source'] = 'backbone.layer3'
 model = dict(
     _scope_='mmrazor',
-    type='SingleTeacherDistill',
+    type='FastDistill',
     data_preprocessor=_base_.data_preprocessor,
     architecture=dict(**_base_.resnet20, data_preprocessor=_cls_pre),
     teacher=dict(**_base_.resnet56, data_preprocessor=_cls_pre),

@@ -39,7 +39,7 @@ _d['distill_losses']['loss_inter'].update(stats_file=stats_file,
                                           num_templates=800, num_classes=100)
 model = dict(
     _scope_='mmrazor',
-    type='SingleTeacherDistill',
+    type='FastDistill',
     data_preprocessor=_base_.data_preprocessor,
     architecture=_student,
     teacher=dict(**_base_.resnet56, data_preprocessor=_cls_pre),

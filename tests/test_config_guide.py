@@ -24,7 +24,7 @@ custom_imports = dict(imports=['kd_plugins'], allow_failed_imports=False)
 _pre = dict(_base_.data_preprocessor, type='mmpretrain.ClsDataPreprocessor')
 _teacher = {teacher.model.to_dict()!r}
 model = dict(
-    _delete_=True, _scope_='mmrazor', type='SingleTeacherDistill',
+    _delete_=True, _scope_='mmrazor', type='FastDistill',
     data_preprocessor=_pre,
     architecture=dict(_base_.model, _scope_='mmpretrain', data_preprocessor=_pre),
     teacher=dict(_teacher, _scope_='mmpretrain', data_preprocessor=_pre),
@@ -37,7 +37,7 @@ find_unused_parameters = True
     from kd_plugins.engine.pair_checks import check_pairs
     check_pairs(cfg)
     model = MODELS.build(cfg.model)
-    assert type(model).__name__ == 'SingleTeacherDistill'
+    assert type(model).__name__ == 'FastDistill'
     assert type(model.student.backbone).__name__ == 'ResNet'
     assert model.student.backbone.depth == 18
     assert model.teacher.backbone.depth == 34

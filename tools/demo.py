@@ -54,7 +54,7 @@ STEPS = [
     Step('student', 'configs/demo/student_digits.py',
          'Student alone: ResNet-10 (3 stages, width 8)', needs=()),
     Step('kd', 'configs/demo/kd_digits.py',
-         'KD (mmrazor SingleTeacherDistill + KLDivergence, baseline)'),
+         'KD (mmrazor KLDivergence via FastDistill, baseline)'),
     Step('aekt', 'configs/demo/aekt_digits.py',
          'AEKT (reconstruction; AEKTLoss + AEKTHead)'),
     Step('atsc', 'configs/demo/atsc_digits.py',

@@ -20,7 +20,7 @@ _distiller['distill_losses']['loss_aekt'].update(
     warmup_iters=23)  # 1 epoch of Digits
 model = dict(
     _scope_='mmrazor',
-    type='SingleTeacherDistill',
+    type='FastDistill',
     data_preprocessor=_base_.data_preprocessor,
     architecture=_student,
     teacher=dict(**_base_.teacher_model, data_preprocessor=_cls_pre),

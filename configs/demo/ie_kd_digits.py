@@ -14,7 +14,7 @@ _connectors['t_enc']['stage1_ckpt'] = \
     'work_dirs/ie_kd_stage1_digits/epoch_8.pth'
 model = dict(
     _scope_='mmrazor',
-    type='SingleTeacherDistill',
+    type='FastDistill',
     data_preprocessor=_base_.data_preprocessor,
     architecture=dict(**_base_.student_model, data_preprocessor=_cls_pre),
     teacher=dict(**_base_.teacher_model, data_preprocessor=_cls_pre),

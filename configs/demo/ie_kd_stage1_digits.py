@@ -16,7 +16,7 @@ _s1['teacher_recorders']['feat']['source'] = 'backbone.layer4'
 _s1['connectors']['t_ae']['in_channels'] = 128
 model = dict(
     _scope_='mmrazor',
-    type='SingleTeacherDistill',
+    type='FastDistill',
     data_preprocessor=_base_.data_preprocessor,
     architecture=dict(**_base_.student_model, data_preprocessor=_cls_pre),
     teacher=dict(**_base_.teacher_model, data_preprocessor=_cls_pre),

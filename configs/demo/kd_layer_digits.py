@@ -36,7 +36,7 @@ _d['distill_losses']['loss_inter'].update(stats_file=stats_file,
                                           num_templates=80, num_classes=10)
 model = dict(
     _scope_='mmrazor',
-    type='SingleTeacherDistill',
+    type='FastDistill',
     data_preprocessor=_base_.data_preprocessor,
     architecture=_student,
     teacher=dict(**_base_.teacher_model, data_preprocessor=_cls_pre),

@@ -13,7 +13,7 @@ _s1['teacher_recorders']['feat']['source'] = 'backbone.layer4'
 _s1['connectors']['t_ae']['in_channels'] = 512
 model = dict(
     _scope_='mmrazor',
-    type='SingleTeacherDistill',
+    type='FastDistill',
     data_preprocessor=_base_.data_preprocessor,
     architecture=dict(**_base_.resnet18, data_preprocessor=_cls_pre),
     teacher=dict(**_base_.resnet34, data_preprocessor=_cls_pre),

@@ -1,0 +1,147 @@
+"""FastDistill: mmrazor's ``SingleTeacherDistill`` with a throughput fast path.
+
+Same config fields and checkpoint layout as ``SingleTeacherDistill`` (a config
+switches with ``type='FastDistill'``; checkpoints load either way), plus:
+
+* the frozen teacher runs in eval mode (dropout / drop-path off, BN frozen),
+  under ``torch.no_grad``, in ``mode='tensor'``: no teacher loss, no label
+  processing, no autograd graph (mmrazor runs ``mode='loss'`` with only BN in
+  eval);
+* ``channels_last``: student, teacher and inputs in NHWC (faster convolutions
+  on tensor-core GPUs); numerically the same model;
+* ``teacher_dtype='bf16'|'fp16'``: the teacher's weights are kept in that
+  dtype (half the memory and bandwidth); its recorded outputs are cast back to
+  the student's dtype before the losses, so every loss sees matching dtypes
+  (mmrazor issue #190);
+* non-blocking host-to-device copies of the (pinned) batches;
+* ``compile``: ``torch.compile`` the student and teacher modules in place
+  (``True`` or a dict of ``torch.compile`` options); state-dict keys do not
+  change, so checkpoints stay compatible.
+
+Under ``--amp`` the whole step (teacher included) runs in mmengine's autocast
+context. The teacher is never recomputed: one forward per step, its outputs
+reach the losses through mmrazor's recorders.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Union
+
+import torch
+from mmengine.structures import BaseDataElement
+from mmrazor.models.algorithms.distill.configurable.single_teacher_distill \
+    import SingleTeacherDistill
+from mmrazor.models.utils import add_prefix
+from mmrazor.registry import MODELS
+
+from ..errors import ConfigError
+
+DTYPES = {None: None, 'fp32': None, 'bf16': torch.bfloat16,
+          'bfloat16': torch.bfloat16, 'fp16': torch.float16,
+          'float16': torch.float16}
+
+
+def _cast(obj, dtype):
+    if torch.is_tensor(obj):
+        return obj.to(dtype) if obj.is_floating_point() else obj
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cast(o, dtype) for o in obj)
+    return obj
+
+
+@MODELS.register_module()
+class FastDistill(SingleTeacherDistill):
+    """Frozen-teacher distillation with the fast path (module docstring).
+
+    Args:
+        channels_last: NHWC memory format for models and inputs.
+        teacher_dtype: None (the run's dtype), 'bf16' or 'fp16' teacher
+            weights.
+        teacher_mode: the teacher's forward mode; 'tensor' (default) runs
+            backbone, neck and head without the loss. Use 'loss' only if a
+            teacher recorder needs the loss module's inputs.
+        compile: ``torch.compile`` student and teacher (bool or options).
+        **kwargs: ``SingleTeacherDistill`` arguments (architecture, teacher,
+            teacher_ckpt, distiller, ...). ``teacher_trainable`` must stay
+            False: a trained teacher needs its own loss (use ATSC or mmrazor's
+            SingleTeacherDistill).
+    """
+
+    def __init__(self, channels_last: bool = True,
+                 teacher_dtype: Optional[str] = None,
+                 teacher_mode: str = 'tensor',
+                 compile: Union[bool, dict] = False, **kwargs) -> None:
+        if kwargs.get('teacher_trainable', False):
+            raise ConfigError(
+                'FastDistill runs a frozen teacher; teacher_trainable=True '
+                'needs the teacher loss. Fix: use type=\'SingleTeacherDistill\''
+                ' (mmrazor) for a trainable teacher, or ATSC.')
+        if teacher_dtype not in DTYPES:
+            raise ConfigError(f'teacher_dtype must be one of '
+                              f'{sorted(k for k in DTYPES if k)} or None, got '
+                              f'{teacher_dtype!r}.')
+        if teacher_mode not in ('tensor', 'loss'):
+            raise ConfigError(f"teacher_mode must be 'tensor' or 'loss', got "
+                              f'{teacher_mode!r}.')
+        super().__init__(**kwargs)
+        self.channels_last = channels_last
+        self.teacher_dtype = DTYPES[teacher_dtype]
+        self.teacher_mode = teacher_mode
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+        if self.teacher_dtype is not None:
+            self.teacher.to(self.teacher_dtype)
+        # pinned batches reach the GPU asynchronously (mmpretrain's
+        # ClsDataPreprocessor has no option for it; mmengine reads this flag)
+        if hasattr(self.data_preprocessor, '_non_blocking'):
+            self.data_preprocessor._non_blocking = True
+        if compile:
+            opts = compile if isinstance(compile, dict) else {}
+            self.student.compile(**opts)
+            self.teacher.compile(**opts)
+        self.teacher.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # frozen: deterministic, no BN/dropout updates
+        return self
+
+    def _teacher_forward(self, batch_inputs: torch.Tensor,
+                         data_samples) -> None:
+        inputs = batch_inputs
+        if self.teacher_dtype is not None:
+            inputs = inputs.to(self.teacher_dtype)
+        with self.distiller.teacher_recorders, self.distiller.deliveries, \
+                torch.no_grad():
+            self.teacher(inputs, data_samples, mode=self.teacher_mode)
+        if self.teacher_dtype is not None:  # losses see the student's dtype
+            for rec in self.distiller.teacher_recorders.recorders.values():
+                buf = rec.data_buffer
+                buf[:] = [_cast(x, batch_inputs.dtype) for x in buf]
+
+    def loss(self, batch_inputs: torch.Tensor,
+             data_samples: Optional[List[BaseDataElement]] = None) -> dict:
+        """One teacher forward (no grad), one student forward, the losses.
+
+        Args:
+            batch_inputs: (N, C, H, W) preprocessed images.
+            data_samples: N samples with ``gt_label``.
+        """
+        if self.channels_last and batch_inputs.dim() == 4:
+            batch_inputs = batch_inputs.contiguous(
+                memory_format=torch.channels_last)
+        losses = dict()
+        self.distiller.set_deliveries_override(False)
+        self._teacher_forward(batch_inputs, data_samples)
+        self.distiller.set_deliveries_override(True)
+        with self.distiller.student_recorders, self.distiller.deliveries:
+            if self.calculate_student_loss:
+                losses.update(add_prefix(
+                    self.student(batch_inputs, data_samples, mode='loss'),
+                    'student'))
+            else:
+                with torch.set_grad_enabled(self.student_trainable):
+                    self.student(batch_inputs, data_samples, mode='loss')
+        if not self.distillation_stopped:
+            losses.update(add_prefix(
+                self.distiller.compute_distill_losses(), 'distill'))
+        return losses

@@ -1,0 +1,152 @@
+"""FastDistill's fast path keeps results and the teacher frozen; the
+benchmark tool runs on CPU and prints every column."""
+import copy
+import json
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+from mmrazor.registry import MODELS
+
+from tests.conftest import ROOT, run_tool
+
+KD = osp.join(ROOT, 'configs/demo/kd_digits.py')
+
+
+def _model(**kw):
+    cfg = Config.fromfile(KD)
+    m = cfg.model.to_dict()
+    m.update(teacher_ckpt=None, **kw)
+    torch.manual_seed(0)
+    return MODELS.build(m)
+
+
+def _batch(n=8):
+    from mmpretrain.structures import DataSample
+    g = torch.Generator().manual_seed(1)
+    return dict(inputs=torch.randint(0, 256, (n, 3, 32, 32), generator=g,
+                                     dtype=torch.uint8),
+                data_samples=[DataSample().set_gt_label(i % 10)
+                              for i in range(n)])
+
+
+def _losses(model, data):
+    model.train()
+    d = model.data_preprocessor(copy.deepcopy(data), True)
+    return model(**d, mode='loss')
+
+
+def _ow(model):
+    return build_optim_wrapper(model, dict(
+        optimizer=dict(type='SGD', lr=0.1, momentum=0.9)))
+
+
+def test_channels_last_changes_nothing_but_the_layout():
+    nhwc, nchw = _model(channels_last=True), _model(channels_last=False)
+    nchw.load_state_dict(nhwc.state_dict())
+    conv = nhwc.student.backbone.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    data = _batch()
+    a, b = _losses(nhwc, data), _losses(nchw, data)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    # and after a training step the weights agree too
+    nhwc.train_step(data, _ow(nhwc))
+    nchw.train_step(data, _ow(nchw))
+    for (k, p), q in zip(nhwc.state_dict().items(),
+                         nchw.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_same_losses_as_mmrazor_single_teacher_distill():
+    fast = _model(channels_last=False)
+    cfg = Config.fromfile(KD).model.to_dict()
+    cfg.update(type='SingleTeacherDistill', teacher_ckpt=None)
+    ref = MODELS.build(cfg)
+    ref.load_state_dict(fast.state_dict())
+    data = _batch()
+    a, b = _losses(fast, data), _losses(ref, data)
+    assert a.keys() == b.keys()  # mmrazor logs no teacher loss either
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+
+
+def test_teacher_is_frozen_in_eval_and_runs_once_without_its_loss(
+        monkeypatch):
+    model = _model()
+    calls = []
+    model.teacher.backbone.register_forward_hook(
+        lambda *a: calls.append(torch.is_grad_enabled()))
+    monkeypatch.setattr(model.teacher.head, 'loss', lambda *a, **k: (
+        _ for _ in ()).throw(AssertionError('teacher loss computed')))
+    before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    ow = _ow(model)
+    for _ in range(2):
+        model.train()  # the runner calls train() every epoch
+        assert not model.teacher.training
+        assert all(not m.training for m in model.teacher.modules())
+        model.train_step(_batch(), ow)
+    assert calls == [False, False]  # once per step, no autograd
+    assert all(p.grad is None and not p.requires_grad
+               for p in model.teacher.parameters())
+    for k, v in model.teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k  # BN statistics included
+
+
+def test_bf16_teacher_weights_and_float_losses():
+    model = _model(teacher_dtype='bf16', channels_last=False)
+    ref = _model(channels_last=False)
+    ref.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    assert {p.dtype for p in model.teacher.parameters()} == {torch.bfloat16}
+    data = _batch()
+    a, b = _losses(model, data), _losses(ref, data)
+    for k in a:
+        assert a[k].dtype == torch.float32, k
+        assert torch.isfinite(a[k])
+    # bf16 teacher logits: the KD term moves by far less than its size
+    kd_a, kd_b = a['distill.loss_kd'], b['distill.loss_kd']
+    assert abs(kd_a - kd_b) < 0.05 * kd_b + 1e-3
+
+
+def test_compiled_model_keeps_results_and_checkpoint_keys():
+    model = _model(channels_last=False, compile=dict(backend='eager'))
+    ref = _model(channels_last=False)
+    assert model.state_dict().keys() == ref.state_dict().keys()
+    ref.load_state_dict(model.state_dict())
+    data = _batch()
+    a, b = _losses(model, data), _losses(ref, data)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_trainable_teacher_is_refused():
+    from kd_plugins.errors import ConfigError
+    with pytest.raises(ConfigError, match='frozen teacher'):
+        _model(teacher_trainable=True)
+
+
+@pytest.mark.parametrize('cfg', ['configs/demo/aekt_digits.py',
+                                 'configs/demo/atsc_digits.py'])
+def test_benchmark_tool_on_cpu(tmp_path, cfg):
+    out = str(tmp_path / 'bench.json')
+    proc = run_tool(['tools/benchmark.py', cfg, '--device', 'cpu',
+                     '--batch', '4', '--size', '32', '--iters', '1',
+                     '--warmup', '1', '--json', out],
+                    env={'OMP_NUM_THREADS': '1'})
+    text = proc.stdout
+    for col in ('img/s', 'ms/step', 'x mmrazor-kd', 'step / student',
+                'peak mem (MB)', 'params (M)'):
+        assert col in text
+    with open(out) as f:
+        res = json.load(f)
+    names = [r['name'] for r in res['rows']]
+    algo = 'ATSC' if 'atsc' in cfg else 'FastDistill'
+    assert names == ['student', 'mmrazor-kd', algo]
+    assert res['meta']['device'] == 'cpu'
+    for r in res['rows']:
+        assert r['img_per_s'] > 0 and r['ms_per_step'] > 0
+    base = res['rows'][1]
+    assert base['speedup_vs_mmrazor_kd'] == 1.0

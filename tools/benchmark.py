@@ -1,0 +1,247 @@
+"""Training throughput of a distillation config, side by side with mmrazor's KD.
+
+    python tools/benchmark.py configs/kd_r34_r18_in1k.py --batch 256 --amp bf16
+    python tools/benchmark.py configs/aekt_r34_r18_in1k.py --compile --json out.json
+    python tools/benchmark.py configs/demo/kd_digits.py --device cpu --batch 32 --size 32
+
+Rows, all in one process on the same synthetic batches (uint8 images already
+on the device, so no data loading is timed), full training steps (forward,
+backward, optimizer step):
+
+* ``student``: the config's student alone (mmpretrain, plain SGD step);
+* ``mmrazor-kd``: mmrazor's own ``SingleTeacherDistill`` + ``KLDivergence``
+  (tau 4) on the same teacher and student (``teacher_trainable=True`` when
+  the method trains its teacher, e.g. ATSC) - the yardstick;
+* the config's model as configured (e.g. ``FastDistill`` + AEKT);
+* with ``--compile``: the config's model with ``compile=True`` as well.
+
+Columns: images/s, ms/step, speed-up over mmrazor-kd, step time relative to
+the student alone, peak GPU memory (CUDA only). Printed as a table and
+written as JSON with ``--json``. Teacher weights are random (no checkpoint is
+read): throughput does not depend on them.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os.path as osp
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+import kd_plugins  # noqa: E402,F401
+
+AMP = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('config')
+    p.add_argument('--baseline', default='mmrazor-kd',
+                   choices=['mmrazor-kd', 'none'])
+    p.add_argument('--batch', type=int, default=256)
+    p.add_argument('--size', type=int, default=None,
+                   help='image side (default: 224, or 32 for CIFAR/Digits '
+                   'configs)')
+    p.add_argument('--amp', choices=['bf16', 'fp16'], default=None)
+    p.add_argument('--compile', action='store_true',
+                   help='add a row with compile=True')
+    p.add_argument('--iters', type=int, default=20)
+    p.add_argument('--warmup', type=int, default=5)
+    p.add_argument('--device', default=None,
+                   help='cuda or cpu (default: cuda if available)')
+    p.add_argument('--json', default=None, help='write the rows here')
+    return p.parse_args(argv)
+
+
+def _strip(model_cfg: dict) -> dict:
+    cfg = copy.deepcopy(model_cfg)
+    for key in ('teacher_ckpt', 'teacher_ckpts'):
+        if key in cfg:
+            cfg[key] = None if key == 'teacher_ckpt' else [None] * len(
+                cfg.get('teachers') or [0])
+    return cfg
+
+
+def _teacher_cfg(model_cfg: dict) -> dict | None:
+    if isinstance(model_cfg.get('teacher'), dict):
+        return model_cfg['teacher']
+    teachers = model_cfg.get('teachers')
+    if teachers:
+        return teachers[0] if isinstance(teachers, (list, tuple)) \
+            else teachers
+    return None
+
+
+def mmrazor_kd_cfg(model_cfg: dict, trains_teacher: bool) -> dict:
+    """mmrazor's SingleTeacherDistill + KLDivergence on the same pair."""
+    teacher = _teacher_cfg(model_cfg)
+    if teacher is None:
+        raise SystemExit('kd_plugins: this config has no teacher to compare '
+                         'with mmrazor KD; use --baseline none.')
+    return dict(
+        _scope_='mmrazor', type='SingleTeacherDistill',
+        data_preprocessor=copy.deepcopy(model_cfg.get('data_preprocessor')),
+        architecture=copy.deepcopy(model_cfg['architecture']),
+        teacher=copy.deepcopy(teacher), teacher_trainable=trains_teacher,
+        distiller=dict(
+            type='ConfigurableDistiller',
+            student_recorders=dict(
+                fc=dict(type='ModuleOutputs', source='head.fc')),
+            teacher_recorders=dict(
+                fc=dict(type='ModuleOutputs', source='head.fc')),
+            distill_losses=dict(loss_kd=dict(type='KLDivergence', tau=4)),
+            loss_forward_mappings=dict(loss_kd=dict(
+                preds_S=dict(from_student=True, recorder='fc'),
+                preds_T=dict(from_student=False, recorder='fc')))))
+
+
+def student_cfg(model_cfg: dict) -> dict:
+    student = copy.deepcopy(model_cfg['architecture'])
+    if model_cfg.get('data_preprocessor') is not None:
+        student['data_preprocessor'] = copy.deepcopy(
+            model_cfg['data_preprocessor'])
+    return student
+
+
+def _optim_wrapper(model, cfg, amp):
+    from mmengine.optim import build_optim_wrapper
+    ow = copy.deepcopy(cfg.get('optim_wrapper') or {})
+    ow.setdefault('optimizer', dict(type='SGD', lr=0.01, momentum=0.9))
+    ow.pop('clip_grad', None)
+    ow.pop('paramwise_cfg', None)
+    if not hasattr(model, 'optim_param_groups'):  # one optimizer
+        ow.pop('constructor', None)
+    if amp:
+        ow['type'] = 'AmpOptimWrapper'
+        ow['dtype'] = 'bfloat16' if amp == 'bf16' else 'float16'
+    return build_optim_wrapper(model, ow)
+
+
+def _batch(n, size, num_classes, device):
+    from mmpretrain.structures import DataSample
+    g = torch.Generator().manual_seed(0)
+    inputs = torch.randint(0, 256, (n, 3, size, size), generator=g,
+                           dtype=torch.uint8).to(device)
+    labels = torch.randint(0, num_classes, (n, ), generator=g)
+    samples = [DataSample().set_gt_label(int(y)) for y in labels]
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def measure(name, model, cfg, data, args, device) -> dict:
+    """Time ``args.iters`` full training steps after ``args.warmup``."""
+    model = model.to(device)
+    model.train()
+    ow = _optim_wrapper(model, cfg, args.amp)
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(args.warmup):
+        model.train_step(data, ow)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(args.iters):
+        model.train_step(data, ow)
+    _sync(device)
+    dt = (time.perf_counter() - t0) / args.iters
+    row = dict(name=name, img_per_s=len(data['inputs']) / dt,
+               ms_per_step=1000 * dt,
+               peak_mem_mb=(torch.cuda.max_memory_allocated(device) / 2**20
+                            if device.type == 'cuda' else None),
+               params_m=sum(p.numel() for p in model.parameters()) / 1e6)
+    print(f'[benchmark] {name}: {row["img_per_s"]:.1f} img/s, '
+          f'{row["ms_per_step"]:.1f} ms/step', flush=True)
+    return row
+
+
+def _default_size(cfg) -> int:
+    text = str(cfg.get('train_dataloader', {}).get('dataset', {}))
+    return 32 if any(k in text for k in ('CIFAR', 'Digits')) else 224
+
+
+def run(args) -> list[dict]:
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmrazor.registry import MODELS
+    cfg = Config.fromfile(args.config)
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    device = torch.device(args.device or (
+        'cuda' if torch.cuda.is_available() else 'cpu'))
+    if args.amp and device.type != 'cuda':
+        raise SystemExit('kd_plugins: --amp needs a CUDA device.')
+    size = args.size or _default_size(cfg)
+    model_cfg = _strip(cfg.model.to_dict())
+    if 'architecture' not in model_cfg:
+        raise SystemExit('kd_plugins: benchmark a distillation config '
+                         '(one with model.architecture).')
+    algo = MODELS.get(str(model_cfg['type']).split('.')[-1])
+    trains_teacher = bool(getattr(algo, 'trains_teacher', False)) or bool(
+        model_cfg.get('teacher_trainable', False))
+    torch.manual_seed(0)
+    student = MODELS.build(student_cfg(model_cfg))
+    num_classes = student.head.num_classes
+    data = _batch(args.batch, size, num_classes, device)
+    rows = [measure('student', student, cfg, data, args, device)]
+    del student
+    if args.baseline == 'mmrazor-kd':
+        base = MODELS.build(mmrazor_kd_cfg(model_cfg, trains_teacher))
+        rows.append(measure('mmrazor-kd', base, cfg, data, args, device))
+        del base
+    name = str(model_cfg['type']).split('.')[-1]
+    rows.append(measure(name, MODELS.build(model_cfg), cfg, data, args,
+                        device))
+    if args.compile:
+        if 'compile' not in (algo.__init__.__code__.co_varnames):
+            raise SystemExit(f'kd_plugins: {name} has no compile option.')
+        rows.append(measure(f'{name}+compile', MODELS.build(
+            dict(model_cfg, compile=True)), cfg, data, args, device))
+    ref = {r['name']: r for r in rows}
+    for r in rows:
+        r['speedup_vs_mmrazor_kd'] = (
+            r['img_per_s'] / ref['mmrazor-kd']['img_per_s']
+            if 'mmrazor-kd' in ref else None)
+        r['step_vs_student'] = r['ms_per_step'] / ref['student']['ms_per_step']
+    meta = dict(config=args.config, device=(
+        torch.cuda.get_device_name(device) if device.type == 'cuda' else
+        'cpu'), batch=args.batch, size=size, amp=args.amp or 'fp32',
+        iters=args.iters, warmup=args.warmup, torch=torch.__version__)
+    print(table(rows, meta))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(meta=meta, rows=rows), f, indent=2)
+    return rows
+
+
+def table(rows, meta) -> str:
+    head = ('| model | img/s | ms/step | x mmrazor-kd | step / student '
+            '| peak mem (MB) | params (M) |\n| --- | ---: | ---: | ---: | ---: '
+            '| ---: | ---: |')
+    lines = [f'{meta["device"]}, batch {meta["batch"]}, {meta["size"]} px, '
+             f'{meta["amp"]}, {meta["iters"]} steps after {meta["warmup"]}'
+             ' warm-up', head]
+
+    def fmt(v, spec):
+        return 'n/a' if v is None else format(v, spec)
+
+    for r in rows:
+        lines.append(
+            f'| {r["name"]} | {r["img_per_s"]:.1f} | {r["ms_per_step"]:.1f} '
+            f'| {fmt(r["speedup_vs_mmrazor_kd"], ".2f")} '
+            f'| {r["step_vs_student"]:.2f} | {fmt(r["peak_mem_mb"], ".0f")} '
+            f'| {r["params_m"]:.2f} |')
+    return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+    run(parse_args())

@@ -3,6 +3,7 @@
 Every message names the problem and the fix. ``tools/train.py`` and
 ``tools/test.py`` print them as one clean message (no traceback).
 """
+from __future__ import annotations
 
 
 class KDPluginsError(RuntimeError):
@@ -25,3 +26,23 @@ class ConfigError(KDPluginsError, ValueError):
     """Parts of a config that do not fit together (channels, classes,
     statistics files, classifiers), found while the model is built or at
     its first step."""
+
+
+def check_feature_map(x, who: str, channels: int | None = None) -> None:
+    """Feature-based parts need (N, C, H, W) maps of ``channels`` channels.
+
+    A transformer's (N, L, C) tokens (or pooled (N, C) vectors) get a message
+    that says which methods work with such a pair.
+    """
+    shape = tuple(x.shape)
+    if x.dim() != 4:
+        raise ConfigError(
+            f'{who} needs (N, C, H, W) feature maps but got a tensor of shape '
+            f'{shape} (tokens of a transformer, or pooled features).\n  Fix: '
+            'record a convolutional stage (e.g. backbone.layer4), or use a '
+            'logit-based method (KD, AEKT) for this teacher/student pair.')
+    if channels is not None and shape[1] != channels:
+        raise ConfigError(
+            f'{who} expects {channels} channels but got a map of shape '
+            f'{shape}.\n  Fix: set its in_channels to {shape[1]} (the '
+            'recorded module\'s width).')

@@ -72,14 +72,25 @@ def student_config_and_state(cfg: Config, state: dict) -> tuple[dict, dict]:
     return student, sd
 
 
+def _kd_plugins_type(type_name: str) -> bool:
+    """Is ``type_name`` registered by kd_plugins in one of mmpretrain's
+    registries (models, data sets, transforms, metrics, hooks)?"""
+    from mmpretrain import registry as reg
+    name = type_name.split('.')[-1]
+    for r in (reg.MODELS, reg.DATASETS, reg.TRANSFORMS, reg.METRICS,
+              reg.HOOKS):
+        cls = r.module_dict.get(name)
+        if cls is not None and cls.__module__.startswith('kd_plugins'):
+            return True
+    return False
+
+
 def _uses_kd_plugins(obj) -> bool:
     """True if any ``type`` in the config is registered by kd_plugins."""
     if isinstance(obj, dict):
         t = obj.get('type')
-        if isinstance(t, str):
-            cls = _registered_class(t)
-            if cls is not None and cls.__module__.startswith('kd_plugins'):
-                return True
+        if isinstance(t, str) and _kd_plugins_type(t):
+            return True
         return any(_uses_kd_plugins(v) for v in obj.values())
     if isinstance(obj, (list, tuple)):
         return any(_uses_kd_plugins(v) for v in obj)

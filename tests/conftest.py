@@ -99,3 +99,18 @@ def assert_killed_after(work_dir: str, epoch: int) -> None:
     assert saved and saved[-1] == epoch, saved
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         assert f.read().strip().endswith(f'epoch_{epoch}.pth')
+
+
+def shipped_test_top1(config: str, checkpoint: str, work_dir: str) -> float:
+    """top-1 of ``checkpoint`` by mmpretrain's own shipped tools/test.py
+    (only the config's custom_imports bring kd_plugins in)."""
+    import re
+
+    import mmpretrain
+    script = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools',
+                      'test.py')
+    proc = run_tool([script, config, checkpoint, '--work-dir', work_dir],
+                    env={'PYTHONPATH': ROOT})
+    found = re.findall(r'accuracy/top1: ([\d.]+)', proc.stdout + proc.stderr)
+    assert found, (proc.stdout + proc.stderr)[-3000:]
+    return float(found[-1])

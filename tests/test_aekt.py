@@ -12,7 +12,7 @@ from mmpretrain.registry import MODELS as PT_MODELS
 from mmrazor.registry import MODELS as RZ_MODELS
 
 from tests.conftest import (MID_EPOCH_3, ROOT, assert_killed_after,
-                            run_tool)
+                            run_tool, shipped_test_top1)
 
 
 def aekt(**kw):
@@ -245,6 +245,11 @@ def test_demo_trains_evaluates_resumes_and_exports(digits_teacher, tmp_path,
               str(tmp_path / 't2'), '--dump-metrics', str(m2)])
     top1 = [json.loads(m.read_text())['accuracy/top1'] for m in (m1, m2)]
     assert top1[0] == pytest.approx(top1[1], abs=1e-6)
+    # mmpretrain's own shipped test script agrees
+    assert shipped_test_top1(osp.join(out, 'student.py'),
+                             osp.join(out, 'student.pth'),
+                             str(tmp_path / 't3')) == pytest.approx(
+                                 top1[0], abs=1e-3)
     # the serialization heat map tool
     run_tool(['tools/plot_serialization.py', ckpt, str(tmp_path / 'ser')])
     assert (tmp_path / 'ser.png').stat().st_size > 1000

@@ -13,7 +13,7 @@ from mmpretrain.structures import DataSample
 from mmrazor.registry import MODELS
 
 from tests.conftest import (MID_EPOCH_3, ROOT, assert_killed_after,
-                            run_tool)
+                            run_tool, shipped_test_top1)
 
 CFG = 'configs/demo/atsc_digits.py'
 CFG2 = 'configs/demo/atsc2_digits.py'
@@ -225,6 +225,10 @@ def test_trains_resumes_keeps_theta0_and_exports(digits_teacher, tmp_path):
               str(tmp_path / 't2'), '--dump-metrics', str(m2)])
     top = [json.loads(m.read_text())['accuracy/top1'] for m in (m1, m2)]
     assert top[0] == pytest.approx(top[1], abs=1e-6)
+    assert shipped_test_top1(osp.join(out, 'student.py'),
+                             osp.join(out, 'student.pth'),
+                             str(tmp_path / 't3')) == pytest.approx(
+                                 top[0], abs=1e-3)
 
 
 @pytest.mark.parametrize('cfg_file', [CFG, CFG2])

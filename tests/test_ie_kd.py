@@ -9,7 +9,7 @@ from mmengine.config import Config
 from mmrazor.registry import MODELS
 
 from tests.conftest import (MID_EPOCH_3, ROOT, assert_killed_after,
-                            run_tool)
+                            run_tool, shipped_test_top1)
 
 
 def n(x):
@@ -174,6 +174,10 @@ def test_stage2_end_to_end_encoder_frozen_and_export(stage1, tmp_path):
               '--dump-metrics', str(m2)])
     top = [json.loads(m.read_text())['accuracy/top1'] for m in (m1, m2)]
     assert top[0] == pytest.approx(top[1], abs=1e-6)
+    assert shipped_test_top1(osp.join(out, 'student.py'),
+                             osp.join(out, 'student.pth'),
+                             str(tmp_path / 't3')) == pytest.approx(
+                                 top[0], abs=1e-3)
 
 
 @pytest.mark.parametrize('cfg,needle', [
@@ -335,6 +339,15 @@ def test_dml_trains_resumes_and_exports_student_a(tmp_path):
                       weights_only=True)['state_dict'].keys()
     assert 'head.fc.weight' in keys
     assert not any(k.startswith(('peer', 'encoders')) for k in keys)
+    # the distiller's evaluation (student A) == the export under mmpretrain
+    m1 = tmp_path / 'm1.json'
+    run_tool(['tools/test.py', DML, osp.join(wd, 'epoch_3.pth'),
+              '--work-dir', str(tmp_path / 't1'), '--dump-metrics', str(m1)])
+    top1 = json.loads(m1.read_text())['accuracy/top1']
+    assert shipped_test_top1(osp.join(out, 'student.py'),
+                             osp.join(out, 'student.pth'),
+                             str(tmp_path / 't2')) == pytest.approx(
+                                 top1, abs=1e-3)
 
 
 def test_dml_cifar_config_builds():

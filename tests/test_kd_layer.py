@@ -131,7 +131,8 @@ import numpy as np  # noqa: E402
 from mmrazor.registry import MODELS as RZ  # noqa: E402
 
 from tests.conftest import (MID_EPOCH_3, ROOT,  # noqa: E402
-                            assert_killed_after, run_tool)
+                            assert_killed_after, run_tool,
+                            shipped_test_top1)
 
 
 def _write_stats(path, c=4, k=3, classes=2, sub=2, d=2, seed=0):
@@ -299,6 +300,10 @@ def test_demo_trains_resumes_evaluates_and_exports(digits_stats, tmp_path):
               str(tmp_path / 't2'), '--dump-metrics', str(m2)])
     top = [json.loads(m.read_text())['accuracy/top1'] for m in (m1, m2)]
     assert top[0] == pytest.approx(top[1], abs=1e-6)
+    assert shipped_test_top1(osp.join(exp, 'student.py'),
+                             osp.join(exp, 'student.pth'),
+                             str(tmp_path / 't3')) == pytest.approx(
+                                 top[0], abs=1e-3)
 
 
 def test_missing_stats_file_fails_before_training(digits_teacher, tmp_path):

@@ -1,10 +1,12 @@
 """StudentCheckpointHook: a plain mmpretrain student beside every checkpoint."""
 import glob
+import json
 import os.path as osp
 
+import pytest
 import torch
 
-from tests.conftest import run_tool
+from tests.conftest import run_tool, shipped_test_top1
 
 KD = 'configs/demo/kd_digits.py'
 
@@ -44,6 +46,14 @@ def test_student_copies_follow_the_checkpoints(digits_teacher, tmp_path):
     img = (torch.rand(32, 32, 3) * 255).to(torch.uint8).numpy()
     res = inferencer(img)[0]
     assert res['pred_class'] in [str(i) for i in range(10)]
+    # mmpretrain's shipped test.py on the copy == the distiller's top-1
+    m1 = tmp_path / 'm1.json'
+    run_tool(['tools/test.py', KD, osp.join(wd, 'epoch_3.pth'),
+              '--work-dir', str(tmp_path / 't1'), '--dump-metrics', str(m1)])
+    top1 = json.loads(m1.read_text())['accuracy/top1']
+    assert shipped_test_top1(
+        osp.join(wd, 'student.py'), osp.join(wd, 'student_epoch_3.pth'),
+        str(tmp_path / 't2')) == pytest.approx(top1, abs=1e-3)
 
 
 def test_teacher_runs_get_no_student_copies(digits_teacher):

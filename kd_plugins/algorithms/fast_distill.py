@@ -48,6 +48,21 @@ def _cast(obj, dtype):
     return obj
 
 
+def zoo_model(name: str):
+    """An mmpretrain model-zoo classifier by name, without weights (they come
+    from ``teacher_ckpt``: a local file or the zoo's URL)."""
+    import mmpretrain
+    try:
+        return mmpretrain.get_model(name, pretrained=False)
+    except ValueError as err:
+        near = mmpretrain.list_models(f'*{name.split("_")[0]}*')[:8]
+        raise ConfigError(
+            f'teacher={name!r} is not a model of mmpretrain\'s zoo ({err}). '
+            f'Similar names: {near}.\n  Fix: use a name from '
+            'mmpretrain.list_models(), or give the teacher as a config dict.'
+        ) from err
+
+
 @MODELS.register_module()
 class FastDistill(SingleTeacherDistill):
     """Frozen-teacher distillation with the fast path (module docstring).
@@ -61,7 +76,10 @@ class FastDistill(SingleTeacherDistill):
             teacher recorder needs the loss module's inputs.
         compile: ``torch.compile`` student and teacher (bool or options).
         **kwargs: ``SingleTeacherDistill`` arguments (architecture, teacher,
-            teacher_ckpt, distiller, ...). ``teacher_trainable`` must stay
+            teacher_ckpt, distiller, ...). ``teacher`` may also be the name of
+            an mmpretrain model-zoo model (``'resnet34_8xb32_in1k'``, as in
+            ``mmpretrain.get_model``); ``teacher_ckpt`` then gives its weights
+            (a local file, or the zoo's checkpoint URL). ``teacher_trainable`` must stay
             False: a trained teacher needs its own loss (use ATSC or mmrazor's
             SingleTeacherDistill).
     """
@@ -82,6 +100,8 @@ class FastDistill(SingleTeacherDistill):
         if teacher_mode not in ('tensor', 'loss'):
             raise ConfigError(f"teacher_mode must be 'tensor' or 'loss', got "
                               f'{teacher_mode!r}.')
+        if isinstance(kwargs.get('teacher'), str):  # mmpretrain model zoo
+            kwargs['teacher'] = zoo_model(kwargs['teacher'])
         super().__init__(**kwargs)
         self.channels_last = channels_last
         self.teacher_dtype = DTYPES[teacher_dtype]

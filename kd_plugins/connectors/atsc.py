@@ -7,7 +7,7 @@ from mmrazor.models.architectures.connectors.base_connector import \
     BaseConnector
 from mmrazor.registry import MODELS
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_feature_map
 from ..models.atsc_head import SimKDProjector
 
 
@@ -28,6 +28,7 @@ class ATSCProjector(BaseConnector):
         self.proj = SimKDProjector(in_channels, out_channels, factor)
 
     def forward_train(self, feature: torch.Tensor) -> torch.Tensor:
+        check_feature_map(feature, 'ATSCProjector (student map)')
         if feature.shape[1] != self.in_channels:
             raise ConfigError(
                 f'ATSCProjector expects {self.in_channels} student channels '

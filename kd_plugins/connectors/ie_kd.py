@@ -17,7 +17,7 @@ from mmrazor.models.architectures.connectors.base_connector import \
 from mmrazor.registry import MODELS
 
 from ..compat import load_local_checkpoint
-from ..errors import ConfigError
+from ..errors import ConfigError, check_feature_map
 
 
 def coder(c_in: int, c_out: int, slope: float = 0.1) -> nn.Sequential:
@@ -47,6 +47,8 @@ class IEAutoEncoder(BaseConnector):
         self.decoder = coder(self.out_channels, in_channels)
 
     def forward_train(self, feature):
+        check_feature_map(feature, 'IEAutoEncoder (IE-KD stage 1)',
+                          self.in_channels)
         return self.decoder(self.encoder(feature)).to(feature.dtype)
 
 
@@ -114,6 +116,8 @@ class IETeacherEncoder(BaseConnector):
         return super().train(False)  # frozen: BN statistics stay fixed
 
     def forward_train(self, feature):
+        check_feature_map(feature, 'IETeacherEncoder (IE-KD)',
+                          self.in_channels)
         return self.encoder(feature).to(feature.dtype)
 
 
@@ -148,9 +152,6 @@ class IEStudentEncoder(BaseConnector):
         self.encoder = coder(hi - lo, out_channels)
 
     def forward_train(self, feature):
-        if feature.shape[1] != self.in_channels:
-            raise ConfigError(
-                f'IEStudentEncoder expects {self.in_channels} student '
-                f'channels, got {tuple(feature.shape)}.')
+        check_feature_map(feature, 'IEStudentEncoder', self.in_channels)
         lo, hi = self.channels
         return self.encoder(feature[:, lo:hi]).to(feature.dtype)

@@ -38,6 +38,9 @@ def build_meta(cfg: dict) -> torch.nn.Module | None:
     for device in ('meta', 'cpu'):
         try:
             with torch.device(device):
+                if isinstance(cfg, str):  # an mmpretrain model-zoo name
+                    from ..algorithms.fast_distill import zoo_model
+                    return zoo_model(cfg)
                 return MODELS.build(_plain(cfg))
         except Exception:  # noqa: BLE001 - the real build raises the error
             continue
@@ -46,7 +49,7 @@ def build_meta(cfg: dict) -> torch.nn.Module | None:
 
 def _pairs(model: dict) -> Iterator[tuple[str, dict, str | None]]:
     """``(where, teacher_cfg, ckpt)`` for every teacher of a distiller."""
-    if isinstance(model.get('teacher'), dict):
+    if isinstance(model.get('teacher'), (dict, str)):
         yield 'model.teacher', model['teacher'], model.get('teacher_ckpt')
     teachers = model.get('teachers')
     if isinstance(teachers, dict):

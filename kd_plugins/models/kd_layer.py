@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmpretrain.registry import MODELS
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_feature_map
 
 
 class CosineConv1x1(nn.Module):
@@ -70,6 +70,7 @@ class KDLayer(BaseModule):
         self.value = CosineConv1x1(num_templates, in_channels, value_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(x, 'KDLayer')
         if x.shape[1] != self.in_channels:
             raise ConfigError(f'KDLayer expects {self.in_channels} channels, '
                              f'got a map of shape {tuple(x.shape)}.')

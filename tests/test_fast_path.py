@@ -43,7 +43,21 @@ def _ow(model):
         optimizer=dict(type='SGD', lr=0.1, momentum=0.9)))
 
 
-def test_channels_last_changes_nothing_but_the_layout():
+@pytest.fixture
+def one_thread():
+    """torch 2.14 CPU NHWC training can abort with several threads (see
+    FastDistill): the layout test runs single-threaded."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_channels_last_is_on_by_default_only_with_a_gpu():
+    assert _model().channels_last == torch.cuda.is_available()
+
+
+def test_channels_last_changes_nothing_but_the_layout(one_thread):
     nhwc, nchw = _model(channels_last=True), _model(channels_last=False)
     nchw.load_state_dict(nhwc.state_dict())
     conv = nhwc.student.backbone.conv1.weight

@@ -8,7 +8,10 @@ switches with ``type='FastDistill'``; checkpoints load either way), plus:
   processing, no autograd graph (mmrazor runs ``mode='loss'`` with only BN in
   eval);
 * ``channels_last``: student, teacher and inputs in NHWC (faster convolutions
-  on tensor-core GPUs); numerically the same model;
+  on tensor-core GPUs); numerically the same model. ``None`` (default): on
+  when a GPU is present. On the CPU, torch 2.14's multi-threaded NHWC
+  training aborted with "double free or corruption" (AEKT demo, 2 threads),
+  so CPU runs stay NCHW unless asked;
 * ``teacher_dtype='bf16'|'fp16'``: the teacher's weights are kept in that
   dtype (half the memory and bandwidth); its recorded outputs are cast back to
   the student's dtype before the losses, so every loss sees matching dtypes
@@ -68,7 +71,8 @@ class FastDistill(SingleTeacherDistill):
     """Frozen-teacher distillation with the fast path (module docstring).
 
     Args:
-        channels_last: NHWC memory format for models and inputs.
+        channels_last: NHWC memory format for models and inputs; None:
+            when CUDA is available.
         teacher_dtype: None (the run's dtype), 'bf16' or 'fp16' teacher
             weights.
         teacher_mode: the teacher's forward mode; 'tensor' (default) runs
@@ -84,7 +88,7 @@ class FastDistill(SingleTeacherDistill):
             SingleTeacherDistill).
     """
 
-    def __init__(self, channels_last: bool = True,
+    def __init__(self, channels_last: Optional[bool] = None,
                  teacher_dtype: Optional[str] = None,
                  teacher_mode: str = 'tensor',
                  compile: Union[bool, dict] = False, **kwargs) -> None:
@@ -103,6 +107,8 @@ class FastDistill(SingleTeacherDistill):
         if isinstance(kwargs.get('teacher'), str):  # mmpretrain model zoo
             kwargs['teacher'] = zoo_model(kwargs['teacher'])
         super().__init__(**kwargs)
+        if channels_last is None:
+            channels_last = torch.cuda.is_available()
         self.channels_last = channels_last
         self.teacher_dtype = DTYPES[teacher_dtype]
         self.teacher_mode = teacher_mode

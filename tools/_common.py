@@ -62,3 +62,16 @@ def build_runner(cfg: Config):
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return RUNNERS.build(cfg)
+
+
+def close_dist() -> None:
+    """Shut the process group down before the interpreter exits.
+
+    mmengine leaves it open; a gloo group whose threads are still alive when
+    a rank exits can abort that rank ("terminate called without an active
+    exception", exit -6) after a finished run.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

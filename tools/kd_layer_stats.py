@@ -57,6 +57,10 @@ def main(argv=None):
                   **cfg.get('env_cfg', {}).get('dist_cfg', {}))
     compute_kd_layer_stats(cfg, args.teacher_ckpt, args.out,
                            args.max_locations)
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():  # clean gloo shutdown
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == '__main__':

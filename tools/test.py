@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import os.path as osp
 
-from _common import (Config, add_common_args, build_runner,
+from _common import (Config, add_common_args, build_runner, close_dist,
                      default_dataloader_cfgs, set_local_rank, set_work_dir)
 
 from kd_plugins.engine import preflight
@@ -60,10 +60,12 @@ def main(argv=None):
     preflight(cfg, mode='test')
     runner = build_runner(cfg)
     metrics = runner.test()
-    if args.dump_metrics:
+    from mmengine.dist import is_main_process
+    if args.dump_metrics and is_main_process():  # metrics are all-reduced
         import json
         with open(args.dump_metrics, 'w') as f:
             json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
+    close_dist()
     return metrics
 
 

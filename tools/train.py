@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from _common import (Config, add_common_args, build_runner,
+from _common import (Config, add_common_args, build_runner, close_dist,
                      default_dataloader_cfgs, set_local_rank, set_work_dir)
 
 from kd_plugins.engine import preflight
@@ -88,6 +88,7 @@ def main(argv=None):
     preflight(cfg, mode='train')
     runner = build_runner(cfg)
     runner.train()
+    close_dist()
 
 
 if __name__ == '__main__':

@@ -29,6 +29,18 @@ def parse_args(argv=None):
     return args
 
 
+def _clear_key(obj, key: str) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == key:
+                obj[k] = None
+            else:
+                _clear_key(v, key)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _clear_key(v, key)
+
+
 def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
@@ -51,7 +63,9 @@ def main(argv=None):
         cfg.test_evaluator.append(dict(type='DumpResults',
                                        out_file_path=args.out))
     # A distiller's teacher is not needed to test: its student is evaluated
-    # and the weights come from the checkpoint.
+    # and the weights come from the checkpoint (so do IE-KD's stage-1
+    # encoder weights: the stage-1 file is not needed either).
+    _clear_key(cfg.get('model'), 'stage1_ckpt')
     if isinstance(cfg.get('model'), dict):
         if cfg.model.get('teacher_ckpt'):
             cfg.model.teacher_ckpt = None

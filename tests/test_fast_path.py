@@ -164,3 +164,20 @@ def test_benchmark_tool_on_cpu(tmp_path, cfg):
         assert r['img_per_s'] > 0 and r['ms_per_step'] > 0
     base = res['rows'][1]
     assert base['speedup_vs_mmrazor_kd'] == 1.0
+
+
+def test_connectors_are_amp_safe():
+    """Under mixed precision the connectors return the dtype they were
+    given, so losses never mix bf16 and fp32 (mmrazor issue #190)."""
+    conns = [
+        (dict(type='ATSCProjector', in_channels=8, out_channels=16), 8),
+        (dict(type='IEStudentEncoder', in_channels=8, out_channels=4), 8),
+        (dict(type='IEAutoEncoder', in_channels=8, rate=0.5), 8),
+    ]
+    for cfg, c in conns:
+        conn = MODELS.build(cfg)
+        x = torch.randn(2, c, 4, 4)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            y = conn(x.bfloat16())
+        assert y.dtype == torch.bfloat16, cfg['type']
+        assert conn(x).dtype == torch.float32, cfg['type']

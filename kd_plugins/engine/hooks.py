@@ -114,18 +114,18 @@ class StudentCheckpointHook(Hook):
     def __init__(self, prefix: str = 'student_') -> None:
         self.prefix = prefix
         self._start = None
+        self._saved = False  # a checkpoint was saved since the last sync
 
     def before_train(self, runner) -> None:
         import time
         self._start = time.time() - 1.0
 
-    def _is_distiller(self, runner) -> bool:
-        model = runner.cfg.get('model') or {}
-        return isinstance(model, dict) and (
-            'architecture' in model or 'deploy_student' in dir(
-                _algorithm_class(model)))
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._saved = True
 
     def _sync(self, runner) -> None:
+        """Runs at the end of an iteration / epoch / validation, and only
+        when the checkpoint hook saved (and maybe rotated) a file."""
         import glob
         import os
         import os.path as osp
@@ -134,8 +134,13 @@ class StudentCheckpointHook(Hook):
 
         from ..compat import load_local_checkpoint
         from ..export import write_student
-        if self._start is None or not is_main_process() or \
-                not self._is_distiller(runner):
+        if not self._saved or self._start is None:
+            return
+        self._saved = False
+        model = runner.cfg.get('model')
+        # distillers (and ATSC / IE-DML) keep their student in `architecture`
+        if not is_main_process() or not (isinstance(model, dict)
+                                         and 'architecture' in model):
             return
         wd = runner.work_dir
         ckpts = {osp.basename(p) for p in glob.glob(osp.join(wd, '*.pth'))
@@ -159,16 +164,7 @@ class StudentCheckpointHook(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
-        if not runner.cfg.get('train_cfg', {}).get('by_epoch', True):
-            self._sync(runner)
+        self._sync(runner)  # iteration-based checkpoints
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         self._sync(runner)  # the best checkpoint
-
-
-def _algorithm_class(model_cfg: dict):
-    from mmrazor.registry import MODELS
-    try:
-        return MODELS.get(str(model_cfg.get('type', '')).split('.')[-1])
-    except Exception:  # noqa: BLE001
-        return None

@@ -77,7 +77,7 @@ def _collect(cfg, teacher_ckpt: str, layers: dict, max_locations: int,
             h.remove()
     feats = {k: np.concatenate(v) for k, v in feats.items()}
     labels = {k: np.concatenate(v) for k, v in labels.items()}
-    if get_world_size() > 1:  # every rank saw its shard: gather them all
+    if world > 1:  # every rank saw its shard: gather them all
         shards = all_gather_object((feats, labels))
         feats = {k: np.concatenate([f[k] for f, _ in shards]) for k in feats}
         labels = {k: np.concatenate([y[k] for _, y in shards])

@@ -22,6 +22,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import kd_plugins  # noqa: E402,F401
+from _common import close_dist  # noqa: E402
 from kd_plugins.engine.preflight import PreflightError, check_data  # noqa
 from kd_plugins.kd_layer_stats import compute_kd_layer_stats  # noqa: E402
 
@@ -57,10 +58,7 @@ def main(argv=None):
                   **cfg.get('env_cfg', {}).get('dist_cfg', {}))
     compute_kd_layer_stats(cfg, args.teacher_ckpt, args.out,
                            args.max_locations)
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():  # clean gloo shutdown
-        dist.barrier()
-        dist.destroy_process_group()
+    close_dist()
 
 
 if __name__ == '__main__':

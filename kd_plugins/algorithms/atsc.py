@@ -137,7 +137,7 @@ class ATSC(BaseAlgorithm):
                     f'out_channels={fc.in_features}.')
         if len(num_classes) > 1:
             raise ConfigError(f'ATSC teachers disagree on the number of '
-                             f'classes: {sorted(num_classes)}.')
+                              f'classes: {sorted(num_classes)}.')
         student_head = getattr(self.architecture, 'head', None)
         s_fc = getattr(student_head, 'fc', None)
         if isinstance(s_fc, nn.Linear) and s_fc.out_features not in \
@@ -283,7 +283,7 @@ class ATSC(BaseAlgorithm):
             for ds, s, lb in zip(data_samples, scores, labels):
                 ds.set_pred_score(s).set_pred_label(lb)
             return data_samples
-        raise ConfigError(f'Invalid mode {mode!r}.')
+        raise ValueError(f'Invalid mode {mode!r}.')
 
     # ------------------------------------------------------------------
     @staticmethod

@@ -139,10 +139,10 @@ class IEStudentEncoder(BaseConnector):
         super().__init__(init_cfg=init_cfg)
         if part not in ('inherit', 'explore'):
             raise ConfigError(f"part must be 'inherit' or 'explore', got "
-                             f'{part!r}.')
+                              f'{part!r}.')
         if not 0 < split_ratio < 1:
             raise ConfigError(f'split_ratio must be in (0, 1), got '
-                             f'{split_ratio}.')
+                              f'{split_ratio}.')
         self.split = int(round(in_channels * split_ratio))
         self.part = part
         self.in_channels = in_channels

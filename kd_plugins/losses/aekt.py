@@ -79,8 +79,8 @@ class AEKTLoss(nn.Module):
         super().__init__()
         if tau <= 0 or ratio_max <= 0 or warmup_iters < 0:
             raise ConfigError('AEKTLoss needs tau > 0, ratio_max > 0 and '
-                             f'warmup_iters >= 0; got tau={tau}, ratio_max='
-                             f'{ratio_max}, warmup_iters={warmup_iters}.')
+                              f'warmup_iters >= 0; got tau={tau}, ratio_max='
+                              f'{ratio_max}, warmup_iters={warmup_iters}.')
         self.tau = tau
         self.alpha = alpha
         self.beta = beta

@@ -88,13 +88,13 @@ class KDLayerLoss(nn.Module):
         super().__init__()
         if kind not in KINDS:
             raise ConfigError(f'KDLayerLoss kind must be one of {KINDS}, got '
-                             f'{kind!r}.')
+                              f'{kind!r}.')
         arrays, meta = load_stats(stats_file)
         self.kind, self.tau, self.loss_weight = kind, tau, loss_weight
         self.meta = meta
         if kind not in meta.get('kinds', []):
             raise ConfigError(f'{stats_file!r} has no {kind} statistics '
-                             f'(it has {meta.get("kinds")}); recompute it.')
+                              f'(it has {meta.get("kinds")}); recompute it.')
         if kind == 'penultimate':
             centers = torch.from_numpy(arrays['penult_centers']).float()
             k = centers.shape[0]
@@ -136,7 +136,7 @@ class KDLayerLoss(nn.Module):
         """preds_S: (B, K, H, W) scores; preds_T: (B, C_t, H_t, W_t)."""
         if preds_S.shape[1] != self.num_templates:
             raise ConfigError(f'student scores have {preds_S.shape[1]} '
-                             f'templates, statistics {self.num_templates}.')
+                              f'templates, statistics {self.num_templates}.')
         feat_t = preds_T.detach()
         want_c = (self.centers.shape[1] if self.kind == 'penultimate'
                   else self.mean.shape[0])

@@ -73,7 +73,7 @@ class KDLayer(BaseModule):
         check_feature_map(x, 'KDLayer')
         if x.shape[1] != self.in_channels:
             raise ConfigError(f'KDLayer expects {self.in_channels} channels, '
-                             f'got a map of shape {tuple(x.shape)}.')
+                              f'got a map of shape {tuple(x.shape)}.')
         if self.alpha == 0:
             self.match(x)  # scores are still produced for the loss
             return x

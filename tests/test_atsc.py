@@ -6,6 +6,7 @@ import os.path as osp
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.config import Config
 from mmpretrain.registry import MODELS as PT_MODELS
@@ -60,18 +61,80 @@ def test_projector_shapes_pooling_and_no_bias():
 
 
 def test_anchor_term_by_hand():
+    """Official anchor set: every teacher parameter with ndim > 1, the shared
+    classifier's weight included (ATSC helper/util.py: all parameters but
+    the last one, fc.bias, filtered to ndim > 1); BN scales are not."""
     model, _ = build()
     assert float(model.anchor_loss()) == 0.0
     teacher = model.teachers[0]
     conv = teacher.backbone.conv1.weight
+    fc = teacher.head.fc
     with torch.no_grad():
         conv.add_(0.5)  # ndim 4: anchored
-        teacher.head.fc.weight.add_(3.0)  # final classifier weight: not
-        teacher.backbone.bn1.weight.add_(7.0)  # ndim 1: not
-    assert float(model.anchor_loss()) == pytest.approx(conv.numel() * 0.25)
+        fc.weight.add_(3.0)  # shared classifier weight: anchored
+        fc.bias.add_(5.0)  # trained by step 2: never anchored
+        teacher.backbone.bn1.weight.add_(7.0)  # ndim 1: not by default
+    want = conv.numel() * 0.25 + fc.weight.numel() * 9.0
+    assert float(model.anchor_loss()) == pytest.approx(want, rel=1e-6)
     names = model._anchor_names[0]
-    assert 'head.fc.weight' not in names and 'backbone.conv1.weight' in names
-    assert all(dict(teacher.named_parameters())[n].ndim > 1 for n in names)
+    assert 'head.fc.weight' in names and 'backbone.conv1.weight' in names
+    params = dict(teacher.named_parameters())
+    assert names == [n for n, p in params.items() if p.ndim > 1]
+
+
+def test_anchor_norm_also_anchors_bn_but_not_the_classifier_bias():
+    model, _ = build(anchor_norm=True)
+    teacher = model.teachers[0]
+    names = model._anchor_names[0]
+    params = dict(teacher.named_parameters())
+    assert 'head.fc.bias' not in names
+    assert set(names) == set(params) - {'head.fc.bias'}
+    with torch.no_grad():
+        teacher.backbone.bn1.weight.add_(7.0)
+        teacher.head.fc.bias.add_(5.0)
+    assert float(model.anchor_loss()) == pytest.approx(
+        teacher.backbone.bn1.weight.numel() * 49.0, rel=1e-6)
+
+
+def test_larger_teacher_map_is_pooled_to_the_student_size():
+    """Official SimKD.forward: whichever map is larger is pooled. Teacher
+    8x8 (3 stages, 64 ch), student 4x4 (4 stages, 64 ch)."""
+    pre = dict(type='mmpretrain.ClsDataPreprocessor')
+    teacher = dict(
+        type='mmpretrain.ImageClassifier', data_preprocessor=pre,
+        backbone=dict(type='mmpretrain.ResNet_CIFAR', depth=18,
+                      stem_channels=16, base_channels=16, num_stages=3,
+                      strides=(1, 2, 2), dilations=(1, 1, 1),
+                      out_indices=(2, )),
+        neck=dict(type='mmpretrain.GlobalAveragePooling'),
+        head=dict(type='mmpretrain.LinearClsHead', num_classes=10,
+                  in_channels=64))
+    student = dict(
+        type='mmpretrain.ImageClassifier', data_preprocessor=pre,
+        backbone=dict(type='mmpretrain.ResNet_CIFAR', depth=18,
+                      stem_channels=8, base_channels=8, num_stages=4,
+                      strides=(1, 2, 2, 2), dilations=(1, 1, 1, 1),
+                      out_indices=(3, )),
+        neck=dict(type='mmpretrain.GlobalAveragePooling'),
+        head=dict(type='mmpretrain.LinearClsHead', num_classes=10,
+                  in_channels=64))
+    model, _ = build(architecture=student, teachers=[teacher],
+                     projectors=[dict(type='ATSCProjector', in_channels=64,
+                                      out_channels=64)])
+    model.train()
+    data = model.data_preprocessor(batch(), True)
+    f_s = model._student_map(data['inputs'])
+    f_t = model._teacher_map(0, data['inputs'])
+    assert f_s.shape[2:] == (4, 4) and f_t.shape[2:] == (8, 8)
+    losses = model.loss(**data)
+    # by hand, with the same (train-mode) forward: MSE against the pooled map
+    p = model.connectors[0](f_s)
+    assert p.shape[2:] == (4, 4)  # the student map is not pooled
+    want = F.mse_loss(p, F.adaptive_avg_pool2d(f_t, (4, 4)))
+    torch.testing.assert_close(losses['loss_mse0'], want, rtol=1e-5,
+                               atol=1e-6)
+    log = model.train_step(batch(seed=1), optim(model))
+    assert torch.isfinite(log['loss'])
 
 
 def test_teacher_moves_stays_anchored_and_theta0_is_frozen():
@@ -118,6 +181,107 @@ def test_step_two_gradient_is_the_teacher_ce_gradient():
     want = (torch.softmax(logits, 1) - F.one_hot(labels, 10)).mean(0)
     torch.testing.assert_close(fc.bias.grad, want)
     assert fc.weight.grad is None
+
+
+def _official_atsc_steps(student, teacher, simkd, batches, lr, momentum,
+                         wd, beta, w):
+    """A transcription of the official ATSC training step
+    (github.com/random2314235/ATSC):
+
+    - optimizers: train_student.py L299-309 (one SGD over student, SimKD
+      and teacher; a second SGD over the teacher's last parameter, fc.bias);
+    - theta0: helper/util.py L10-25 ``extract_weights_except_last`` (every
+      parameter but the last, requires_grad and ndim > 1, detached);
+    - the step: helper/loops.py L109-194 (opt.distill == 'atsc', cls = div =
+      0), with models/util.py L216-237 ``SimKD.forward`` for the spatial
+      alignment and helper/util.py L27-36 ``sum_of_weight_differences``.
+
+    One deliberate difference: the official step 2 runs the teacher again
+    after step 1 (loops.py L187 ``logit_t = model_t(images)``); ours reuses
+    the step-1 teacher features (no second teacher forward), so this
+    transcription does the same. The teacher CE it minimises differs only
+    by step 1's small update of the teacher backbone.
+    """
+    def except_last(model, detach):
+        return {n: (p.clone().detach() if detach else p)
+                for n, p in list(model.named_parameters())[:-1]
+                if p.requires_grad and p.ndim > 1}
+
+    theta0 = except_last(teacher, detach=True)
+    trainable = nn.ModuleList([student, simkd, teacher])
+    optimizer = torch.optim.SGD(trainable.parameters(), lr=lr,
+                                momentum=momentum, weight_decay=wd)
+    t_last = list(teacher.parameters())[-1]
+    optimizer_last = torch.optim.SGD([t_last], lr=lr, momentum=momentum,
+                                     weight_decay=wd)
+    student.train(), simkd.train(), teacher.train()
+    for images, labels in batches:
+        feat_s = student.extract_feat(images, stage='backbone')[-1]
+        feat_t = teacher.extract_feat(images, stage='backbone')[-1]
+        s_h, t_h = feat_s.shape[2], feat_t.shape[2]
+        if s_h > t_h:
+            source = F.adaptive_avg_pool2d(feat_s, (t_h, t_h))
+            target = feat_t
+        else:
+            source = feat_s
+            target = F.adaptive_avg_pool2d(feat_t, (s_h, s_h))
+        trans_feat_s = simkd(source)
+        loss_kd = F.mse_loss(trans_feat_s, target)
+        cur = except_last(teacher, detach=False)
+        loss_w = sum(torch.sum(torch.square(theta0[k] - cur[k]))
+                     for k in theta0)
+        loss = beta * loss_kd + w * loss_w
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        # step 2 (see the docstring: step-1 features reused)
+        pooled = F.adaptive_avg_pool2d(feat_t.detach(), 1).flatten(1)
+        logit_t = teacher.head.fc(pooled)
+        loss_last = F.cross_entropy(logit_t, labels)
+        optimizer_last.zero_grad()
+        loss_last.backward()
+        optimizer_last.step()
+
+
+@pytest.mark.parametrize('anchor_weight', [1.0, 10.0])
+def test_three_steps_equal_the_official_training_step(anchor_weight):
+    model, _ = build(anchor_weight=anchor_weight)
+    with torch.no_grad():  # a teacher away from its init, as after loading
+        for p in model.teachers[0].parameters():
+            p.add_(0.01 * torch.randn_like(p))
+        for holder, names in zip(model.anchors, model._anchor_names):
+            params = dict(model.teachers[0].named_parameters())
+            for i, n in enumerate(names):
+                getattr(holder, f'p{i}').copy_(params[n])
+    student = copy.deepcopy(model.student)
+    teacher = copy.deepcopy(model.teachers[0])
+    simkd = copy.deepcopy(model.connectors[0].proj.layers)
+    raw = [batch(seed=i) for i in range(3)]
+    prepped = [model.data_preprocessor(b, True) for b in raw]
+    batches = [(d['inputs'], torch.cat([s.gt_label for s in
+                                         d['data_samples']]))
+               for d in prepped]
+    _official_atsc_steps(student, teacher, simkd, batches, lr=0.05,
+                         momentum=0.9, wd=5e-4, beta=1.0, w=anchor_weight)
+    ow = optim(model, weight_decay=5e-4)
+    model.train()
+    for b in raw:
+        model.train_step(b, ow)
+    pairs = [(model.student, student), (model.teachers[0], teacher),
+             (model.connectors[0].proj.layers, simkd)]
+    moved = 0
+    for ours, official in pairs:
+        theirs = dict(official.named_parameters())
+        for name, p in ours.named_parameters():
+            torch.testing.assert_close(p, theirs[name], rtol=1e-5,
+                                       atol=1e-5, msg=name)
+            moved += 1
+    assert moved > 50
+    # the steps did something: the teacher's classifier weight decayed and
+    # is pulled back by the anchor, its bias moved by step 2
+    t0 = dict(model.anchors[0].named_buffers())
+    fc_i = model._anchor_names[0].index('head.fc.weight')
+    assert not torch.equal(model.teachers[0].head.fc.weight, t0[f'p{fc_i}'])
 
 
 def test_multi_teacher_prediction_is_the_mean_and_loss_sums():

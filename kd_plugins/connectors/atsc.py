@@ -1,5 +1,5 @@
 """ATSC projector as an mmrazor connector (training-time view of
-:class:`kd_plugins.models.atsc_head.SimKDProjector`)."""
+:class:`kd_plugins.models.heads.atsc_head.SimKDProjector`)."""
 from __future__ import annotations
 
 import torch
@@ -8,7 +8,7 @@ from mmrazor.models.architectures.connectors.base_connector import \
 from mmrazor.registry import MODELS
 
 from ..errors import ConfigError, check_feature_map
-from ..models.atsc_head import SimKDProjector
+from ..models.heads.atsc_head import SimKDProjector
 
 
 @MODELS.register_module()

@@ -1,5 +1,7 @@
 # mmpretrain ImageNet ResNets used as teachers / students, with the official
-# mmpretrain checkpoints (override with --cfg-options model.teacher_ckpt=...).
+# mmpretrain checkpoints. Override the teacher's with --cfg-options
+# model.teacher_ckpt=PATH (FastDistill configs: KD, AEKT, IE-KD, KD layer) or
+# model.teacher_ckpts=[PATH] (ATSC: a list, one per teacher).
 _ckpt = 'https://download.openmmlab.com/mmclassification/v0/resnet/'
 resnet18_ckpt = _ckpt + 'resnet18_8xb32_in1k_20210831-fbbb1da6.pth'
 resnet34_ckpt = _ckpt + 'resnet34_8xb32_in1k_20210831-f257d4e6.pth'

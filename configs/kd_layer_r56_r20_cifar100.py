@@ -17,7 +17,7 @@ kd_layer_stats = dict(
     penultimate=dict(teacher_layer='backbone.layer3', num_templates=4096),
     intermediate=dict(teacher_layer='backbone.layer3.0', lda_dim=60,
                       subclasses=8),
-    max_locations=500_000, seed=0)
+    max_memory_gb=8.0, min_per_class=1000, kmeans_iters=20, seed=0)
 _cls_pre = dict(type='mmpretrain.ClsDataPreprocessor')
 _student = dict(**_base_.resnet20, data_preprocessor=_cls_pre)
 _student['backbone'] = dict(

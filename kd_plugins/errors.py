@@ -22,6 +22,11 @@ class NonFiniteLossError(KDPluginsError):
     """A loss term became NaN or infinite during training."""
 
 
+class ArgumentError(KDPluginsError):
+    """A command-line argument naming a file or folder that is missing or
+    unusable (config, checkpoint, statistics file, output location)."""
+
+
 class ConfigError(KDPluginsError, ValueError):
     """Parts of a config that do not fit together (channels, classes,
     statistics files, classifiers), found while the model is built or at

@@ -23,6 +23,7 @@ import torch
 from mmengine.config import Config, ConfigDict
 
 from .compat import load_local_checkpoint
+from .errors import CheckpointError
 
 STUDENT_PREFIX = 'architecture.'
 
@@ -139,10 +140,18 @@ def write_student(cfg: Config, ckpt: dict, cfg_path: str | None,
     state = ckpt.get('state_dict', ckpt)
     student, sd = student_config_and_state(cfg, state)
     model = MODELS.build(copy.deepcopy(student))
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise ValueError(f'exported student does not match its weights: '
-                         f'missing {missing}, unexpected {unexpected}')
+    own = model.state_dict()
+    shapes = [k for k in sd if k in own and sd[k].shape != own[k].shape]
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f'the checkpoint {source or "given"} does not hold the student '
+            f'of this config: {len(missing)} missing keys {missing[:4]}, '
+            f'{len(unexpected)} unexpected {unexpected[:4]}, '
+            f'{len(shapes)} shape mismatches {shapes[:4]}.\n  Fix: pass '
+            'the config the checkpoint was trained with.')
+    model.load_state_dict(sd, strict=True)
     if cfg_path is not None:
         os.makedirs(osp.dirname(osp.abspath(cfg_path)), exist_ok=True)
         Config(student_run_config(cfg, student)).dump(cfg_path)

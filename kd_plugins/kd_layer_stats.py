@@ -1,5 +1,6 @@
 """Offline statistics of the KD layer (letKD) targets, from the teacher over
-the training set (spec ``shared/specs/kd_layer.md``; supplementary Alg. 2).
+the training set (``docs/methods/kd_layer.md``; the paper's supplementary
+Algorithm 2; official code ``adagorgun/letKD-framework``).
 
 The distillation config names what to compute::
 
@@ -7,36 +8,177 @@ The distillation config names what to compute::
         penultimate=dict(teacher_layer='backbone.layer4', num_templates=4096),
         intermediate=dict(teacher_layer='backbone.layer4.0', lda_dim=60,
                           subclasses=8),
-        max_locations=500_000, seed=0)
+        max_memory_gb=8.0, min_per_class=1000, kmeans_iters=20, seed=0)
 
-Memory is bounded: at most ``max_locations`` feature vectors (spread evenly
-over the batches) are kept per layer.
+What is computed, as in the official statistics step:
+
+- the WHOLE training split, read through the TEST pipeline (no random crop or
+  flip) in data-set order;
+- EVERY spatial location of the teacher maps when they fit in
+  ``max_memory_gb`` (float32, all layers together; CIFAR-100 resnet32x4:
+  50,000 images x 64 locations x 256 channels x 4 B = 3.3 GB per layer,
+  6.6 GB for letKD-2; resnet56: 0.8 GB per layer). When they do not fit
+  (ImageNet ResNet-34 layer4: 1.28 M x 49 x 512 x 4 B = 128 GB) the same
+  number of locations is kept from every image (spread evenly over the
+  map), raised per class so that each class has at least ``min_per_class``
+  locations (LDA and the subclass k-means work per class);
+- the choice of locations is a fixed function of the image's index: the
+  statistics do not depend on the seed, the batch size or the number of
+  processes, except through the k-means initialisation (``seed``);
+- when the teacher map is larger than the student's map it is compared with,
+  it is average-pooled to the student's size BEFORE k-means / LDA (the
+  official ``*_downscale`` statistics), so the centres live in the space of
+  the targets computed in training (``KDLayerLoss`` pools the same way);
+- k-means: full Lloyd k-means (scikit-learn ``KMeans``, k-means++ initial
+  centres, one run of ``kmeans_iters`` = 20 iterations as in the official
+  faiss run). Measured on CIFAR-sized data by
+  ``tools/analysis/kmeans_choice.py`` (3.2 M x 64 points, K = 4096):
+  see ``docs/methods/kd_layer.md`` for the figures. MiniBatchKMeans (used
+  before) is faster but ends at a clearly higher inertia, i.e. coarser
+  templates than the official ones.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import os.path as osp
 import time
-from typing import Callable
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+KINDS = ('penultimate', 'intermediate')
+GOLDEN = 2654435761  # Knuth's multiplicative hash: per-image offsets
 
 
-def _collect(cfg, teacher_ckpt: str, layers: dict, max_locations: int,
-             seed: int, log: Callable) -> tuple[dict, np.ndarray, dict]:
+def _with_test_pipeline(ds_cfg: dict, pipeline) -> dict:
+    """The training data set config with ``pipeline`` (through wrappers)."""
+    ds_cfg = copy.deepcopy(ds_cfg)
+    node = ds_cfg
+    while 'pipeline' not in node and isinstance(node.get('dataset'), dict):
+        node = node['dataset']
+    node['pipeline'] = copy.deepcopy(pipeline)
+    return ds_cfg
+
+
+def _test_pipeline(cfg) -> list:
+    for key in ('test_dataloader', 'val_dataloader'):
+        loader = cfg.get(key)
+        if loader and loader.get('dataset', {}).get('pipeline') is not None:
+            return loader['dataset']['pipeline']
+    raise KeyError('kd_layer_stats reads the training split through the test '
+                   'pipeline, but the config has no test_dataloader.dataset'
+                   '.pipeline (nor val_dataloader.dataset.pipeline).')
+
+
+def student_sources(cfg) -> Dict[str, str]:
+    """{kind: student module} whose map each kind's targets are compared
+    with, from the distiller's loss mappings (a ``student_layer`` in the
+    ``kd_layer_stats`` section overrides it)."""
+    spec = cfg.get('kd_layer_stats', {})
+    dist = cfg.model.get('distiller', {})
+    out = {}
+    for name, loss in dist.get('distill_losses', {}).items():
+        kind = loss.get('kind', 'penultimate')
+        if 'KDLayerLoss' not in str(loss.get('type')):
+            continue
+        rec = dist.get('loss_forward_mappings', {}).get(name, {}).get(
+            'preds_S', {}).get('recorder')
+        src = dist.get('student_recorders', {}).get(rec, {}).get('source')
+        if src:
+            out[kind] = src
+    for kind in KINDS:
+        if (spec.get(kind) or {}).get('student_layer'):
+            out[kind] = spec[kind]['student_layer']
+    return out
+
+
+def _probe_student_hw(cfg, inputs: torch.Tensor, kinds, log) -> dict:
+    """Spatial size of the student map each kind is compared with."""
+    from mmrazor.registry import MODELS
+    sources = student_sources(cfg)
+    if not any(k in sources for k in kinds):
+        return {}
+    student = MODELS.build(cfg.model.architecture).eval()
+    modules = dict(student.named_modules())
+    sizes, handles = {}, []
+    for kind in kinds:
+        src = sources.get(kind)
+        if src is None:
+            continue
+        if src not in modules:
+            raise KeyError(f'kd_layer_stats: the student has no module '
+                           f'{src!r} (the {kind} loss compares with it).')
+        handles.append(modules[src].register_forward_hook(
+            lambda m, i, o, k=kind: sizes.__setitem__(k, tuple(o.shape[2:]))))
+    try:
+        with torch.no_grad():
+            student.extract_feat(inputs[:1].float(), stage='backbone')
+    finally:
+        for h in handles:
+            h.remove()
+    for kind, hw in sizes.items():
+        log(f'[kd_layer_stats] {kind}: student map {hw[0]}x{hw[1]} at '
+            f'{sources[kind]}')
+    return sizes
+
+
+def location_quota(labels: np.ndarray, hw: int, channels: int,
+                   budget_bytes: float, min_per_class: int,
+                   max_locations: Optional[int] = None) -> np.ndarray:
+    """Locations kept per image (by data-set index) for one layer.
+
+    Every location (``hw`` per image) when they fit in ``budget_bytes`` and
+    ``max_locations``; otherwise the same count q for every image, raised
+    for the images of small classes so that every class has at least
+    ``min_per_class`` locations (or all of its locations).
+    """
+    n = len(labels)
+    cap = budget_bytes / (4.0 * channels)
+    if max_locations:
+        cap = min(cap, max_locations)
+    if n * hw <= cap:
+        return np.full(n, hw, dtype=np.int64)
+    q = max(1, int(cap // n))
+    quota = np.full(n, min(q, hw), dtype=np.int64)
+    classes, counts = np.unique(labels, return_counts=True)
+    for c, n_c in zip(classes, counts):
+        need = min(hw, math.ceil(min_per_class / n_c))
+        if need > q:
+            quota[labels == c] = need
+    return quota
+
+
+def location_index(sample_idx: int, hw: int, q: int) -> np.ndarray:
+    """Which ``q`` of the ``hw`` locations of image ``sample_idx`` are kept:
+    evenly spaced, from an offset that depends on the index only."""
+    if q >= hw:
+        return np.arange(hw)
+    offset = (sample_idx * GOLDEN) % hw
+    return (offset + (np.arange(q) * hw) // q) % hw
+
+
+def _collect(cfg, teacher_ckpt: str, layers: dict, spec: dict,
+             max_locations: Optional[int], log: Callable
+             ) -> tuple[dict, dict, dict, dict]:
     """Teacher features at ``layers`` ({kind: module name}) over the train
-    set: ({kind: (n, C) float32}, labels per kind, dataset meta). In a
-    distributed run each rank reads its shard and every rank returns all."""
-    from mmengine.dist import all_gather_object, get_rank, get_world_size
+    split through the test pipeline.
+
+    Returns ({kind: (n, C) float32}, {kind: (n,) labels}, dataset meta,
+    {kind: pooled size or None}) on rank 0 (empty dicts elsewhere). Rows are
+    ordered by data-set index, whatever the number of processes.
+    """
+    from mmengine.dist import gather_object, get_rank, get_world_size
     from mmengine.runner import Runner, load_checkpoint
     from mmpretrain.registry import MODELS as PT_MODELS
     from mmrazor.registry import MODELS
 
     teacher = MODELS.build(cfg.model.teacher)
-    load_checkpoint(teacher, teacher_ckpt, map_location='cpu')
+    load_checkpoint(teacher, teacher_ckpt, map_location='cpu', logger=None)
     teacher.eval()
     modules = dict(teacher.named_modules())
     for kind, name in layers.items():
@@ -45,64 +187,128 @@ def _collect(cfg, teacher_ckpt: str, layers: dict, max_locations: int,
             raise KeyError(f'kd_layer_stats.{kind}.teacher_layer {name!r} is '
                            f'not a module of the teacher; e.g. {near[:8]}')
     preproc = PT_MODELS.build(cfg.data_preprocessor)
-    loader = Runner.build_dataloader(cfg.train_dataloader, seed=seed)
-    # the sampler gives each rank its shard; the budget is split likewise
-    world = get_world_size()
-    quota = max(1, math.ceil(max_locations / world / max(1, len(loader))))
-    gen = torch.Generator().manual_seed(seed + get_rank())
-    captured, feats, labels = {}, {k: [] for k in layers}, \
-        {k: [] for k in layers}
+    train = cfg.train_dataloader
+    loader = Runner.build_dataloader(dict(
+        batch_size=train.get('batch_size', 64),
+        num_workers=train.get('num_workers', 0),
+        persistent_workers=False,
+        sampler=dict(type='DefaultSampler', shuffle=False),
+        dataset=_with_test_pipeline(train['dataset'], _test_pipeline(cfg))))
+    dataset = loader.dataset
+    labels_all = np.asarray(dataset.get_gt_labels(), dtype=np.int64)
+    n_img = len(labels_all)
+    world, rank = get_world_size(), get_rank()
+
+    captured = {}
     handles = [modules[name].register_forward_hook(
         lambda m, i, o, k=kind: captured.__setitem__(k, o))
         for kind, name in layers.items()]
+    pooled_to, quota, feats, labels, offsets = {}, {}, {}, {}, {}
+    local = {k: ([], []) for k in layers}  # (sample indices, rows): rank > 0
     t0 = time.time()
     try:
         with torch.no_grad():
             for it, data in enumerate(loader):
                 data = preproc(data, False)
-                teacher.extract_feat(data['inputs'], stage='backbone')
-                y = torch.cat([ds.gt_label for ds in data['data_samples']])
+                inputs = data['inputs']
+                teacher.extract_feat(inputs, stage='backbone')
+                idx = [int(ds.metainfo['sample_idx'])
+                       for ds in data['data_samples']]
+                if it == 0:  # sizes, pooling and the memory plan
+                    student_hw = _probe_student_hw(cfg, inputs, layers, log)
+                    budget = float(spec.get('max_memory_gb', 8.0)) * 2**30
+                    sizes = {}
+                    for kind, f in captured.items():
+                        t_hw = tuple(f.shape[2:])
+                        s_hw = student_hw.get(kind)
+                        pooled_to[kind] = (s_hw if s_hw and (
+                            s_hw[0] < t_hw[0] or s_hw[1] < t_hw[1]) else None)
+                        sizes[kind] = (pooled_to[kind] or t_hw)
+                    per_image = {k: captured[k].shape[1] * hw[0] * hw[1]
+                                 for k, hw in sizes.items()}
+                    for kind, f in captured.items():
+                        t_hw, hw, c = tuple(f.shape[2:]), sizes[kind], \
+                            f.shape[1]
+                        layer_budget = budget * per_image[kind] / sum(
+                            per_image.values())
+                        quota[kind] = location_quota(
+                            labels_all, hw[0] * hw[1], c, layer_budget,
+                            int(spec.get('min_per_class', 1000)),
+                            max_locations)
+                        offsets[kind] = np.concatenate(
+                            [[0], np.cumsum(quota[kind])])
+                        total = int(offsets[kind][-1])
+                        if rank == 0:
+                            feats[kind] = np.empty((total, c), np.float32)
+                            labels[kind] = np.repeat(labels_all, quota[kind])
+                        full = n_img * hw[0] * hw[1]
+                        log(f'[kd_layer_stats] {kind}: teacher '
+                            f'{layers[kind]} {c}x{t_hw[0]}x{t_hw[1]}'
+                            + (f' pooled to {hw[0]}x{hw[1]} (the student '
+                               'map size)' if pooled_to[kind] else '')
+                            + f'; keeping {total} of {full} locations '
+                            f'({total * c * 4 / 2**30:.2f} GB'
+                            + (', all of them)' if total == full else
+                               f', sampled: at least '
+                               f'{int(spec.get("min_per_class", 1000))} '
+                               'per class)'))
                 for kind, f in captured.items():
-                    b, c, h, w = f.shape
-                    flat = f.permute(0, 2, 3, 1).reshape(-1, c)
-                    lab = y.repeat_interleave(h * w)
-                    keep = torch.randperm(len(flat), generator=gen)[:quota]
-                    feats[kind].append(flat[keep].float().numpy())
-                    labels[kind].append(lab[keep].numpy())
+                    if pooled_to[kind]:
+                        f = F.adaptive_avg_pool2d(f, pooled_to[kind])
+                    hw = f.shape[2] * f.shape[3]
+                    flat = f.float().flatten(2).transpose(1, 2).cpu().numpy()
+                    for b, i in enumerate(idx):
+                        sel = flat[b, location_index(i, hw,
+                                                     int(quota[kind][i]))]
+                        if rank == 0:
+                            start = int(offsets[kind][i])
+                            feats[kind][start:start + len(sel)] = sel
+                        else:
+                            local[kind][0].append(i)
+                            local[kind][1].append(sel)
                 if (it + 1) % 20 == 0 or it + 1 == len(loader):
                     log(f'[kd_layer_stats] {it + 1}/{len(loader)} batches, '
                         f'{time.time() - t0:.0f} s')
     finally:
         for h in handles:
             h.remove()
-    feats = {k: np.concatenate(v) for k, v in feats.items()}
-    labels = {k: np.concatenate(v) for k, v in labels.items()}
-    if world > 1:  # every rank saw its shard: gather them all
-        shards = all_gather_object((feats, labels))
-        feats = {k: np.concatenate([f[k] for f, _ in shards]) for k in feats}
-        labels = {k: np.concatenate([y[k] for _, y in shards])
-                  for k in labels}
-        log(f'[kd_layer_stats] gathered {len(shards)} ranks: '
-            + ', '.join(str(len(next(iter(f.values())))) for f, _ in shards)
-            + ' locations')
-    return feats, labels, dict(loader.dataset.metainfo)
+    if world > 1:  # rank 0 places the other ranks' rows by image index
+        shards = gather_object(local, dst=0)
+        if rank == 0:
+            for shard in shards:
+                for kind, (idx, sels) in shard.items():
+                    for i, sel in zip(idx, sels):
+                        start = int(offsets[kind][i])
+                        feats[kind][start:start + len(sel)] = sel
+            log(f'[kd_layer_stats] gathered {world} ranks')
+    if rank != 0:
+        return {}, {}, {}, {}
+    return feats, labels, dict(dataset.metainfo), pooled_to
 
 
-def _kmeans(x: np.ndarray, k: int, seed: int):
-    from sklearn.cluster import MiniBatchKMeans
+def _kmeans(x: np.ndarray, k: int, seed: int, iters: int = 20):
+    """Full Lloyd k-means, k-means++ initial centres, one run of ``iters``
+    iterations (official: faiss, 20 iterations)."""
+    from sklearn.cluster import KMeans
     if len(x) < k:
         raise ValueError(f'only {len(x)} feature vectors for {k} clusters; '
-                         'raise max_locations or lower the template count.')
-    km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3,
-                         batch_size=max(1024, 3 * k))
-    return km.fit(x)
+                         'raise max_memory_gb / min_per_class or lower the '
+                         'template count.')
+    return KMeans(n_clusters=k, init='k-means++', n_init=1, max_iter=iters,
+                  random_state=seed, algorithm='lloyd').fit(x)
+
+
+def lda_dims(lda_dim: int, num_classes: int, channels: int) -> int:
+    """LDA has at most classes - 1 (and channels) dimensions."""
+    return min(lda_dim, num_classes - 1, channels)
 
 
 def intermediate_statistics(x: np.ndarray, y: np.ndarray, num_classes: int,
-                            lda_dim: int, subclasses: int, seed: int) -> dict:
+                            lda_dim: int, subclasses: int, seed: int,
+                            iters: int = 20) -> dict:
     """LDA + per-class k-means + decision matrix s_T (Algorithm 2)."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-    d = min(lda_dim, num_classes - 1, x.shape[1])
+    d = lda_dims(lda_dim, num_classes, x.shape[1])
     lda = LinearDiscriminantAnalysis(n_components=d, solver='svd').fit(x, y)
     mean, proj = lda.xbar_, lda.scalings_[:, :d]
     z = (x - mean) @ proj
@@ -112,18 +318,20 @@ def intermediate_statistics(x: np.ndarray, y: np.ndarray, num_classes: int,
     for c in range(num_classes):
         idx = np.flatnonzero(y == c)
         if len(idx) < subclasses:
-            raise ValueError(f'class {c} has {len(idx)} sampled locations, '
-                             f'fewer than {subclasses} subclasses; raise '
-                             'max_locations.')
-        km = _kmeans(z[idx], subclasses, seed)
+            raise ValueError(f'class {c} has {len(idx)} locations, fewer '
+                             f'than {subclasses} subclasses; raise '
+                             'min_per_class.')
+        km = _kmeans(z[idx], subclasses, seed, iters)
         assign[idx] = c * subclasses + km.labels_
         for j in range(subclasses):  # prototypes: means of the members
             members = z[idx[km.labels_ == j]]
             centers[c * subclasses + j] = members.mean(0) if len(members) \
                 else km.cluster_centers_[j]
-    d2 = ((z[:, None, :] - centers[None]) ** 2).sum(-1) if len(z) * s < 5e7 \
-        else np.stack([((z - ctr) ** 2).sum(1) for ctr in centers], 1)
-    nearest = d2.argmin(1)
+    nearest = np.empty(len(z), dtype=np.int64)
+    step = max(1, int(5e7 // s))
+    for i in range(0, len(z), step):  # bounded memory
+        d2 = ((z[i:i + step, None, :] - centers[None]) ** 2).sum(-1)
+        nearest[i:i + step] = d2.argmin(1)
     s_t = np.zeros((s, s))
     np.add.at(s_t, (assign, nearest), 1.0)
     s_t /= np.maximum(s_t.sum(1, keepdims=True), 1.0)
@@ -134,25 +342,36 @@ def intermediate_statistics(x: np.ndarray, y: np.ndarray, num_classes: int,
 
 
 def compute_kd_layer_stats(cfg, teacher_ckpt: str, out: str,
-                           max_locations: int | None = None,
+                           max_locations: Optional[int] = None,
                            log: Callable = print) -> dict:
     """Compute and save the statistics named by ``cfg.kd_layer_stats``.
 
+    ``max_locations`` (optional) caps the locations per layer below what
+    the memory budget allows (quick runs, tests).
+
     Distributed (``tools/kd_layer_stats.py --launcher pytorch|slurm``): each
-    rank extracts features of its shard of the data, the shards are gathered,
-    and rank 0 alone fits the statistics and writes ``out``.
+    rank extracts features of its shard of the data, rank 0 gathers them,
+    fits the statistics and writes ``out``.
     """
+    from mmengine.registry import DefaultScope
+    scope = (None if DefaultScope.get_current_instance() else
+             cfg.get('default_scope', 'mmpretrain'))
+    with DefaultScope.overwrite_default_scope(scope):
+        return _compute(cfg, teacher_ckpt, out, max_locations, log)
+
+
+def _compute(cfg, teacher_ckpt, out, max_locations, log) -> dict:
     from mmengine.dist import get_world_size, is_main_process
     spec = cfg.get('kd_layer_stats')
     if not spec:
         raise KeyError('the config has no kd_layer_stats = dict(penultimate='
                        '..., intermediate=...) section.')
     seed = int(spec.get('seed', 0))
-    max_locations = int(max_locations or spec.get('max_locations', 500_000))
-    kinds = [k for k in ('penultimate', 'intermediate') if spec.get(k)]
+    iters = int(spec.get('kmeans_iters', 20))
+    kinds = [k for k in KINDS if spec.get(k)]
     layers = {k: spec[k]['teacher_layer'] for k in kinds}
-    feats, labels, dataset_meta = _collect(cfg, teacher_ckpt, layers,
-                                           max_locations, seed, log)
+    feats, labels, dataset_meta, pooled_to = _collect(
+        cfg, teacher_ckpt, layers, spec, max_locations, log)
     if not is_main_process():  # rank 0 fits and writes
         return {}
     classes = list(dataset_meta.get('classes') or [])
@@ -161,31 +380,39 @@ def compute_kd_layer_stats(cfg, teacher_ckpt: str, out: str,
         kinds=kinds, teacher_ckpt=osp.abspath(teacher_ckpt),
         teacher_type=cfg.model.teacher['backbone']['type'],
         layers=layers, num_classes=num_classes, classes=classes,
-        max_locations=max_locations, seed=seed,
-        num_locations={k: int(len(v)) for k, v in feats.items()},
+        pooled_to={k: (list(v) if v else None) for k, v in pooled_to.items()},
+        max_memory_gb=float(spec.get('max_memory_gb', 8.0)),
+        min_per_class=int(spec.get('min_per_class', 1000)),
+        max_locations=max_locations, kmeans_iters=iters, seed=seed,
+        pipeline='test', num_locations={k: int(len(v))
+                                        for k, v in feats.items()},
         world_size=get_world_size())
     if 'penultimate' in kinds:
         k = int(spec['penultimate']['num_templates'])
-        log(f'[kd_layer_stats] k-means: {k} centres over '
-            f'{len(feats["penultimate"])} locations')
-        arrays['penult_centers'] = _kmeans(
-            feats['penultimate'], k, seed).cluster_centers_.astype(
-                np.float32)
+        t0 = time.time()
+        log(f'[kd_layer_stats] k-means (Lloyd, {iters} iterations): {k} '
+            f'centres over {len(feats["penultimate"])} locations')
+        km = _kmeans(feats['penultimate'], k, seed, iters)
+        arrays['penult_centers'] = km.cluster_centers_.astype(np.float32)
+        log(f'[kd_layer_stats] k-means done in {time.time() - t0:.0f} s, '
+            f'inertia/location {km.inertia_ / len(feats["penultimate"]):.4g}')
         meta['penultimate'] = dict(num_templates=k, channels=int(
             feats['penultimate'].shape[1]))
     if 'intermediate' in kinds:
         sub = int(spec['intermediate'].get('subclasses', 8))
         lda_dim = int(spec['intermediate'].get('lda_dim', 60))
-        log(f'[kd_layer_stats] LDA ({lda_dim}) + {sub} subclasses x '
-            f'{num_classes} classes over {len(feats["intermediate"])} '
-            'locations')
+        x = feats['intermediate']
+        used = lda_dims(lda_dim, num_classes, x.shape[1])
+        log(f'[kd_layer_stats] LDA to {used} dimensions (lda_dim={lda_dim}; '
+            f'at most classes - 1 = {num_classes - 1} exist) + {sub} '
+            f'subclasses x {num_classes} classes over {len(x)} locations')
         arrays.update(intermediate_statistics(
-            feats['intermediate'], labels['intermediate'], num_classes,
-            lda_dim, sub, seed))
+            x, labels['intermediate'], num_classes, lda_dim, sub, seed,
+            iters))
         meta['subclasses'] = sub
-        meta['intermediate'] = dict(
-            num_templates=sub * num_classes,
-            channels=int(feats['intermediate'].shape[1]))
+        meta['lda_dim'] = used
+        meta['intermediate'] = dict(num_templates=sub * num_classes,
+                                    channels=int(x.shape[1]))
     if osp.dirname(out):
         os.makedirs(osp.dirname(out), exist_ok=True)
     np.savez(out, meta=np.array(json.dumps(meta)), **arrays)

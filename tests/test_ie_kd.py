@@ -96,6 +96,30 @@ def test_coder_layout():
     assert ae(torch.randn(2, 16, 4, 4)).shape == (2, 16, 4, 4)
 
 
+def test_coder_initialisation_is_the_official_one():
+    """Official init: conv N(0, sqrt(2 / (9 C_out))), BN weight 1, bias 0;
+    it survives the distiller's init_weights."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/demo/ie_kd_digits.py'))
+    cfg.model.teacher_ckpt = None
+    cfg.model.distiller.connectors.t_enc.stage1_ckpt = None
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    big = MODELS.build(dict(type='IEAutoEncoder', in_channels=256))
+    for enc in (model.distiller.connectors['s_inh'].encoder, big.encoder,
+                big.decoder):
+        for m in enc.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                want = (2.0 / (9 * m.out_channels)) ** 0.5
+                assert float(m.weight.mean()).__abs__() < want / 5
+                if m.weight.numel() > 10000:  # enough for a 3 % estimate
+                    assert float(m.weight.std()) == pytest.approx(
+                        want, rel=0.03)
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                assert torch.equal(m.weight, torch.ones_like(m.weight))
+                assert torch.equal(m.bias, torch.zeros_like(m.bias))
+
+
 STAGE1 = 'configs/demo/ie_kd_stage1_digits.py'
 STAGE2 = 'configs/demo/ie_kd_digits.py'
 
@@ -241,9 +265,10 @@ def test_imagenet_and_cifar_configs_build():
 DML = 'configs/demo/ie_dml_digits.py'
 
 
-def _dml():
+def _dml(**overrides):
     from mmengine.optim import build_optim_wrapper
     cfg = Config.fromfile(osp.join(ROOT, DML))
+    cfg.model.update(overrides)
     model = MODELS.build(cfg.model)
     ow = build_optim_wrapper(model, dict(
         constructor='KDMultiOptimWrapperConstructor',
@@ -310,6 +335,44 @@ def test_dml_term_by_hand():
     torch.testing.assert_close(losses['loss_dml'], want)
     torch.testing.assert_close(losses['loss_ce'],
                                torch.nn.functional.cross_entropy(za, labels))
+
+
+def test_factor_spread_by_hand_and_the_anti_collapse_hinge():
+    from kd_plugins.algorithms.ie_dml import factor_spread
+    g = torch.Generator().manual_seed(0)
+    f = torch.rand(6, 2, 3, 3, generator=g)
+    n = f.flatten(1) / f.flatten(1).norm(dim=1, keepdim=True)
+    want = 1 - (n.mean(0) ** 2).sum()
+    torch.testing.assert_close(factor_spread(f), want)
+    same = f[:1].repeat(6, 1, 1, 1)  # every image the same factor
+    assert float(factor_spread(same)) == pytest.approx(0.0, abs=1e-6)
+    # the hinge: present below min_spread, zero above, and its gradient
+    # spreads the factors
+    model, _ = _dml(min_spread=0.99)
+    model.train()
+    data = model.data_preprocessor(_batch(8), True)
+    labels = torch.arange(8) % 10
+    peer = model._outputs('student_b', data['inputs'])
+    losses = model.branch_losses('student_a', data['inputs'], labels, peer)
+    spread = losses['inh_spread']
+    torch.testing.assert_close(losses['loss_spread'],
+                               10.0 * (0.99 - spread))
+    enc = model.encoders['student_a']['inherit']
+    feat = model.architecture.extract_feat(data['inputs'],
+                                           stage='backbone')[-1].detach()
+    f1 = enc(feat)
+    loss = 10.0 * torch.relu(0.99 - factor_spread(f1, detach=False))
+    loss.backward()
+    with torch.no_grad():
+        for p in enc.parameters():
+            p -= 0.05 * p.grad
+        assert float(factor_spread(enc(feat))) > float(factor_spread(f1))
+    model, _ = _dml(min_spread=0.0)
+    losses = model.branch_losses('student_a', data['inputs'], labels, peer)
+    assert float(losses['loss_spread']) == 0.0
+    model, _ = _dml(spread_weight=0.0)
+    assert 'loss_spread' not in model.branch_losses(
+        'student_a', data['inputs'], labels, peer)
 
 
 def test_dml_trains_resumes_and_exports_student_a(tmp_path):

@@ -1,8 +1,10 @@
-"""KD layer (letKD) deploy-time parts: the layer's math by hand, insertion
-into backbones of different families by config, export equality.
-(The supervision and the statistics tool are not implemented yet.)"""
+"""KD layer (letKD): the layer's math by hand, insertion into backbones of
+different families by config, export equality; the supervision (targets and
+KL by hand, statistics file checks), training, resume and export; three
+training steps equal to a transcription of the official step."""
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 
@@ -369,3 +371,230 @@ def test_statistics_of_another_teacher_width_are_refused(tmp_path):
     loss = RZ.build(dict(type='KDLayerLoss', stats_file=path))
     with pytest.raises(ValueError, match='4-channel teacher features'):
         loss(torch.randn(1, 3, 2, 2), torch.randn(1, 8, 2, 2))
+
+
+# ------------------------------------------- the official step, transcribed
+class _OfficialConv2dCos(nn.Module):
+    """letKD-framework distillation/architectures/tools.py L153-181."""
+
+    def __init__(self, in_planes, out_planes, scale):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_planes, in_planes, 1, 1))
+        self.scale = nn.Parameter(torch.FloatTensor(1).fill_(scale))
+
+    def forward(self, x):
+        weight = self.weight
+        x = F.normalize(x, p=2, dim=1, eps=1e-12)
+        weight = F.normalize(weight, p=2, dim=1, eps=1e-12)
+        weight = weight * self.scale.view(-1, 1, 1, 1)
+        return F.conv2d(x, weight, bias=None, stride=1, padding=0)
+
+
+class _OfficialValueLayer(nn.Module):
+    """miscellaneous/valueLayer.py L49-75 (penultimate)."""
+
+    def __init__(self, inp_size, emb_size, value_ratio=1.0):
+        super().__init__()
+        self.conv_value = _OfficialConv2dCos(emb_size, inp_size, scale=1)
+        self.bn = nn.BatchNorm2d(emb_size)
+        self.value_ratio = value_ratio
+
+    def forward(self, scores, stage_out):
+        out = F.relu(self.bn(scores))
+        value = self.conv_value(out)
+        return self.value_ratio * value + stage_out
+
+
+class _OfficialValueLayerSubclass(_OfficialValueLayer):
+    """miscellaneous/valueLayer_subclass.py L117-210 (intermediate): LDA
+    conv, nearest subclass of the true class, row of s_T, KL (L96-115)."""
+
+    def __init__(self, inp_size, num_classes, emb_size, scalings, xbar,
+                 centers, teacher_scores):
+        super().__init__(inp_size, emb_size)
+        self.each_subclass = emb_size // num_classes
+        self.num_classes = num_classes
+        w = torch.from_numpy(np.transpose(scalings)).float()
+        self.lda_w = w[:, :, None, None]
+        self.lda_b = torch.from_numpy(-np.matmul(np.transpose(scalings),
+                                                 xbar)).float()
+        self.lda_comp = centers.shape[1]
+        self.cluster_centers = torch.from_numpy(centers).float()
+        self.teacher_scores = torch.from_numpy(teacher_scores).float()
+
+    def forward(self, feature_teacher, scores, in_block, labels):
+        feature_teacher = F.conv2d(feature_teacher, self.lda_w, self.lda_b)
+        feature_teacher = feature_teacher[:, 0:self.lda_comp, :, :]
+        feature_teacher = feature_teacher.permute(0, 2, 3, 1).contiguous()
+        patches = feature_teacher.shape[1]**2
+        flat_teacher = feature_teacher.view(-1, feature_teacher.shape[-1])
+        distances = (torch.sum(flat_teacher**2, dim=1, keepdim=True)
+                     + torch.sum(self.cluster_centers**2, dim=1)
+                     - 2 * torch.matmul(flat_teacher,
+                                        self.cluster_centers.t()))
+        row_max = distances.max(axis=-1, keepdims=True).values
+        label_mask = F.one_hot(labels, self.num_classes)
+        label_mask = label_mask.repeat_interleave(self.each_subclass, dim=1)
+        label_mask = label_mask.repeat_interleave(patches, dim=0)
+        masked_distances = label_mask * (row_max - distances)
+        encoding_targets = torch.argmax(masked_distances, dim=1)
+        encoding_targets = F.one_hot(
+            encoding_targets,
+            self.each_subclass * self.num_classes).to(torch.float32)
+        encoding_targets = torch.matmul(encoding_targets,
+                                        self.teacher_scores)
+        s = scores.permute(0, 2, 3, 1).contiguous()
+        s = s.view(-1, s.size(3))
+        loss_sub = F.kl_div(F.log_softmax(s, dim=1), encoding_targets,
+                            reduction='batchmean')
+        return super().forward(scores, in_block), loss_sub
+
+
+def _official_letkd_steps(stu, bow, value, fc, teacher, centers, tau,
+                          batches, lr):
+    """classification_subclass_quest_value.py L57-200
+    (object_classification_with_subclass_quest, cls = quest = sub = 1), with
+    the penultimate targets of vector_quantization.py L42-110 (eval, with
+    temperature) and quest_dense_prediction (L16-50). SGD as the official
+    CIFAR configs (one optimizer per network, the same settings: nesterov,
+    momentum 0.9, wd 5e-4)."""
+    nets = [stu, bow[0], bow[1], value[0], value[1], fc]
+    optims = [torch.optim.SGD(n.parameters(), lr=lr, momentum=0.9,
+                              weight_decay=5e-4, nesterov=True)
+              for n in nets]
+    emb = torch.from_numpy(centers).float()
+    for images, labels in batches:
+        for o in optims:
+            o.zero_grad()
+        with torch.no_grad():
+            teacher.eval()
+            tb = teacher.backbone
+            x = tb.relu(tb.norm1(tb.conv1(images)))
+            x = tb.layer3(tb.layer2(tb.layer1(x)))
+            features_target_hint = tb.layer4[0](x)
+            features_target = nn.Sequential(*list(tb.layer4)[1:])(
+                features_target_hint)
+            flat = features_target.permute(0, 2, 3, 1).reshape(
+                -1, features_target.shape[1])
+            distances = (torch.sum(flat**2, dim=1, keepdim=True)
+                         + torch.sum(emb**2, dim=1)
+                         - 2 * torch.matmul(flat, emb.t()))
+            encodings = F.softmax(-tau * distances, dim=1)
+        x = stu.relu(stu.norm1(stu.conv1(images)))
+        features_sc = stu.layer4[0](stu.layer3(stu.layer2(stu.layer1(x))))
+        scores = bow[0](features_sc)
+        features_hint, loss_sub = value[0](features_target_hint, scores,
+                                           features_sc, labels)
+        features_final_stage = nn.Sequential(*list(stu.layer4)[1:])(
+            features_hint)
+        scores_final_stage = bow[1](features_final_stage)
+        features = value[1](scores_final_stage, features_final_stage)
+        s = scores_final_stage.permute(0, 2, 3, 1).contiguous()
+        s = s.view(-1, s.size(3))
+        loss_quest = F.kl_div(F.log_softmax(s, dim=1), encodings,
+                              reduction='batchmean')
+        scores_cls = fc(F.adaptive_avg_pool2d(features, 1).flatten(1))
+        loss_cls = F.cross_entropy(scores_cls, labels)
+        loss_total = loss_cls + loss_quest + loss_sub
+        loss_total.backward()
+        for o in optims:
+            o.step()
+
+
+def test_three_steps_equal_the_official_training_step(tmp_path):
+    """Student ResNet-18-CIFAR of width 8 with 4 stages (maps 4x4 like the
+    teacher's, as in the official same-size pairs), KD layers after layer4.0
+    (80 subclass templates) and layer4 (64 templates)."""
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmpretrain.structures import DataSample
+    cfg = Config.fromfile(osp.join(ROOT, KDL))
+    rng = np.random.default_rng(0)
+    s_t = rng.random((80, 80)).astype(np.float32)
+    s_t /= s_t.sum(1, keepdims=True)
+    scalings = rng.normal(size=(128, 9)).astype(np.float32) * 0.1
+    xbar = rng.random(128).astype(np.float32)
+    centers_i = rng.normal(size=(80, 9)).astype(np.float32)
+    centers_p = rng.random((64, 128)).astype(np.float32)
+    stats = str(tmp_path / 's.npz')
+    np.savez(stats, meta=np.array(json.dumps(dict(
+        kinds=['penultimate', 'intermediate'], num_classes=10, subclasses=8,
+        pooled_to={'penultimate': None, 'intermediate': None}))),
+        penult_centers=centers_p, inter_mean=xbar, inter_proj=scalings,
+        inter_centers=centers_i, inter_s_t=s_t)
+    plain = dict(type='mmpretrain.ResNet_CIFAR', depth=18, stem_channels=8,
+                 base_channels=8)
+    arch = cfg.model.architecture
+    arch.backbone = dict(type='mmpretrain.KDLayerBackbone', backbone=plain,
+                         kd_layers=[dict(after='layer4.0', in_channels=64,
+                                         num_templates=80),
+                                    dict(after='layer4', in_channels=64,
+                                         num_templates=64)])
+    arch.head.in_channels = 64
+    d = cfg.model.distiller
+    d.student_recorders.penult.source = 'backbone.kd_layers.layer4.match'
+    d.student_recorders.inter.source = 'backbone.kd_layers.layer4_0.match'
+    d.distill_losses.loss_penult.stats_file = stats
+    d.distill_losses.loss_inter.stats_file = stats
+    cfg.model.teacher_ckpt = None
+    torch.manual_seed(0)
+    model = RZ.build(cfg.model)
+    model.init_weights()
+    # official copies of the same weights
+    stu = MODELS.build(plain)
+    stu.load_state_dict(model.student.backbone.backbone.state_dict())
+    kdl = model.student.backbone.kd_layers
+    bow, value = [], []
+    for key, k in (('layer4_0', 80), ('layer4', 64)):
+        b = _OfficialConv2dCos(64, k, scale=3.0)
+        b.weight.data.copy_(kdl[key].match.weight)
+        bow.append(b)
+    value.append(_OfficialValueLayerSubclass(64, 10, 80, scalings, xbar,
+                                             centers_i, s_t))
+    value.append(_OfficialValueLayer(64, 64))
+    for v, key in zip(value, ('layer4_0', 'layer4')):
+        v.bn.load_state_dict(kdl[key].bn.state_dict())
+        v.conv_value.weight.data.copy_(kdl[key].value.weight)
+    fc = nn.Linear(64, 10)
+    fc.load_state_dict(model.student.head.fc.state_dict())
+    teacher = model.teacher
+    # three batches through the data preprocessor (the same inputs for both)
+    raw = []
+    for i in range(3):
+        g = torch.Generator().manual_seed(i)
+        raw.append(dict(
+            inputs=[torch.randint(0, 255, (3, 32, 32), generator=g,
+                                  dtype=torch.uint8) for _ in range(8)],
+            data_samples=[DataSample().set_gt_label((i + j) % 10)
+                          for j in range(8)]))
+    batches = []
+    for r in raw:
+        dd = model.data_preprocessor(r, True)
+        batches.append((dd['inputs'], torch.cat(
+            [s.gt_label for s in dd['data_samples']])))
+    _official_letkd_steps(stu, bow, value, fc, teacher, centers_p, 1.0,
+                          batches, lr=0.05)
+    ow = build_optim_wrapper(model, cfg.optim_wrapper)
+    model.train()
+    for r in raw:
+        log = model.train_step(r, ow)
+    assert {'distill.loss_penult', 'distill.loss_inter'} <= set(log)
+    theirs = {**{f'backbone.backbone.{k}': v
+                 for k, v in stu.named_parameters()},
+              **{f'head.fc.{k}': v for k, v in fc.named_parameters()}}
+    for key, b, v in zip(('layer4_0', 'layer4'), bow, value):
+        pre = f'backbone.kd_layers.{key}.'
+        theirs[pre + 'match.weight'] = b.weight
+        theirs[pre + 'match.scale'] = b.scale
+        theirs[pre + 'bn.weight'] = v.bn.weight
+        theirs[pre + 'bn.bias'] = v.bn.bias
+        theirs[pre + 'value.weight'] = v.conv_value.weight
+        theirs[pre + 'value.scale'] = v.conv_value.scale
+    ours = dict(model.student.named_parameters())
+    assert set(ours) == set(theirs)
+    for name, p in ours.items():
+        torch.testing.assert_close(p, theirs[name], rtol=1e-5, atol=1e-5,
+                                   msg=name)
+    # the steps moved the learnable scales away from their initial values
+    assert float(ours['backbone.kd_layers.layer4.match.scale']) != 3.0
+    assert float(ours['backbone.kd_layers.layer4_0.value.scale']) != 1.0

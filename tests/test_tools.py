@@ -132,3 +132,52 @@ def test_demo_runs_quickly_and_prints_the_table(tmp_path):
     rows = json.loads((tmp_path / 'results.json').read_text())
     assert [r['step'] for r in rows] == ['teacher', 'kd']
     assert all(0.0 <= r['top1'] <= 100.0 for r in rows)
+
+
+# --------------------------------------- file arguments: one clean message
+STUDENT = 'configs/demo/student_digits.py'
+
+
+@pytest.mark.parametrize('args, needle', [
+    (['tools/train.py', '/no/cfg.py'], "config '/no/cfg.py' does not exist"),
+    (['tools/train.py', STUDENT, '--resume', '/no/r.pth'],
+     "--resume checkpoint '/no/r.pth' does not exist"),
+    (['tools/test.py', STUDENT, '/no/c.pth'],
+     "checkpoint '/no/c.pth' does not exist"),
+    (['tools/export_student.py', STUDENT, '/no/c.pth', 'out'],
+     "checkpoint '/no/c.pth' does not exist"),
+    (['tools/kd_layer_stats.py', 'configs/demo/kd_layer_digits.py',
+      '/no/t.pth', 'o.npz'], "teacher checkpoint '/no/t.pth' does not exist"),
+    (['tools/plot_serialization.py', '/no/c.pth', 'o'],
+     "checkpoint '/no/c.pth' does not exist"),
+    (['tools/benchmark.py', '/no/cfg.py'],
+     "config '/no/cfg.py' does not exist"),
+    (['tools/convert_repdistiller_ckpt.py', '/no/u.pth', 'o.pth', '--arch',
+      'resnet56'], "upstream checkpoint '/no/u.pth' does not exist"),
+])
+def test_every_tool_names_a_missing_file_in_one_line(args, needle):
+    proc = run_tool(args, check=False, timeout=300)
+    assert proc.returncode != 0
+    assert 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[0].startswith('kd_plugins: ')
+    assert needle in proc.stderr and 'Fix:' in proc.stderr
+
+
+def test_unusable_outputs_and_broken_configs_are_named(tmp_path):
+    blocker = tmp_path / 'file'
+    blocker.write_text('x')
+    broken = tmp_path / 'broken.py'
+    broken.write_text('model = dict(\n')
+    ckpt = tmp_path / 'c.pth'
+    torch.save({'state_dict': {}}, ckpt)
+    for args, needle in [
+            (['tools/export_student.py', STUDENT, str(ckpt),
+              str(blocker / 'out')], 'OUT_DIR'),
+            (['tools/test.py', str(broken), str(ckpt)],
+             'could not be read: SyntaxError'),
+            (['tools/train.py', STUDENT, '--work-dir', str(blocker)],
+             'is not a folder')]:
+        proc = run_tool(args, check=False, timeout=300)
+        assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+        assert proc.stderr.startswith('kd_plugins: ') and needle in \
+            proc.stderr, proc.stderr[-2000:]

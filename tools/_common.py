@@ -1,4 +1,5 @@
-"""Shared command-line plumbing of tools/train.py and tools/test.py."""
+"""Shared command-line plumbing of the tools: arguments, file checks that
+end in one ``kd_plugins:`` line (no traceback), runner helpers."""
 from __future__ import annotations
 
 import os
@@ -12,6 +13,71 @@ if ROOT not in sys.path:  # run from a checkout without `pip install -e .`
 
 import kd_plugins  # noqa: E402,F401  (compat fixes before anything else)
 from mmengine.config import Config, ConfigDict  # noqa: E402
+
+
+def run_main(main, argv=None):
+    """Run a tool's ``main``; a problem the user can fix (a missing file, a
+    config that does not fit) ends as one ``kd_plugins: ...`` line."""
+    from kd_plugins.errors import KDPluginsError
+    try:
+        return main(argv)
+    except KDPluginsError as err:
+        raise SystemExit(f'kd_plugins: {err}')
+
+
+def need_file(path: str, what: str, fix: str) -> str:
+    """``path`` must be an existing, readable file."""
+    from kd_plugins.errors import ArgumentError
+    if osp.isdir(path):
+        raise ArgumentError(f'{what} {path!r} is a directory, not a file.\n'
+                            f'  Fix: {fix}')
+    if not osp.isfile(path):
+        raise ArgumentError(f'{what} {path!r} does not exist.\n  Fix: {fix}')
+    if not os.access(path, os.R_OK):
+        raise ArgumentError(f'{what} {path!r} is not readable (permissions).'
+                            f'\n  Fix: {fix}')
+    return path
+
+
+def load_config(path: str) -> Config:
+    """The config file, or one clear line when it is missing or broken."""
+    from kd_plugins.errors import ArgumentError
+    need_file(path, 'config', 'pass a config file, e.g. '
+              'configs/demo/kd_digits.py (see configs/)')
+    try:
+        return Config.fromfile(path)
+    except Exception as err:  # noqa: BLE001 - syntax errors, bad _base_
+        raise ArgumentError(
+            f'config {path!r} could not be read: {type(err).__name__}: '
+            f'{err}\n  Fix: correct the file (Python syntax, _base_ paths).')
+
+
+def out_dir(path: str, what: str) -> str:
+    """``path`` is (or can be made) a writable folder."""
+    from kd_plugins.errors import ArgumentError
+    if osp.exists(path) and not osp.isdir(path):
+        raise ArgumentError(f'{what} {path!r} exists and is not a folder.\n'
+                            '  Fix: pass a folder path.')
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise ArgumentError(f'{what} {path!r} cannot be created: '
+                            f'{err.strerror}.\n  Fix: pass a writable '
+                            'location.')
+    if not os.access(path, os.W_OK):
+        raise ArgumentError(f'{what} {path!r} is not writable.\n  Fix: pass '
+                            'a writable location.')
+    return path
+
+
+def out_file(path: str, what: str) -> str:
+    """The folder of ``path`` is (or can be made) writable."""
+    from kd_plugins.errors import ArgumentError
+    if osp.isdir(path):
+        raise ArgumentError(f'{what} {path!r} is a folder; a file name is '
+                            'needed.\n  Fix: e.g. ' + osp.join(path, 'out'))
+    out_dir(osp.dirname(path) or '.', f'the folder of {what}')
+    return path
 
 
 def add_common_args(parser) -> None:

@@ -36,6 +36,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 import kd_plugins  # noqa: E402,F401
+from _common import load_config, out_file, run_main  # noqa: E402
 
 AMP = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -171,10 +172,11 @@ def _default_size(cfg) -> int:
 
 
 def run(args) -> list[dict]:
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmrazor.registry import MODELS
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
+    if args.json:
+        out_file(args.json, '--json')
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     device = torch.device(args.device or (
         'cuda' if torch.cuda.is_available() else 'cpu'))
@@ -244,4 +246,4 @@ def table(rows, meta) -> str:
 
 
 if __name__ == '__main__':
-    run(parse_args())
+    run_main(lambda argv: run(parse_args(argv)))

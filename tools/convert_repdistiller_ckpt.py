@@ -24,7 +24,9 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 import kd_plugins  # noqa: E402,F401
+from _common import need_file, out_file, run_main  # noqa: E402
 from kd_plugins.compat import load_local_checkpoint  # noqa: E402
+from kd_plugins.errors import ArgumentError  # noqa: E402
 from kd_plugins.models.backbones.cifar_zoo import (  # noqa: E402
     CIFAR_ZOO, UPSTREAM_CLASSIFIER, cifar_classifier)
 
@@ -46,12 +48,13 @@ def convert_state_dict(upstream: dict, arch: str) -> dict:
 def convert(src: str, dst: str, arch: str, num_classes: int = 100) -> dict:
     from mmpretrain.registry import MODELS
     if arch not in CIFAR_ZOO:
-        raise SystemExit(f'unknown --arch {arch!r}; choose from '
-                         f'{", ".join(CIFAR_ZOO)}')
-    try:
-        ckpt = load_local_checkpoint(src, map_location='cpu')
-    except Exception as err:  # noqa: BLE001 - report any load failure
-        raise SystemExit(f'cannot read checkpoint {src!r}: {err}')
+        raise ArgumentError(f'unknown --arch {arch!r}; choose from '
+                            f'{", ".join(CIFAR_ZOO)}')
+    need_file(src, 'upstream checkpoint', 'pass the RepDistiller / '
+              'mdistiller file, e.g. save/models/resnet56_vanilla/'
+              'ckpt_epoch_240.pth')
+    out_file(dst, 'output checkpoint')
+    ckpt = load_local_checkpoint(src, map_location='cpu')
     upstream = ckpt.get('model', ckpt.get('state_dict', ckpt))
     state = convert_state_dict(upstream, arch)
     model = MODELS.build(cifar_classifier(arch, num_classes))
@@ -68,7 +71,7 @@ def convert(src: str, dst: str, arch: str, num_classes: int = 100) -> dict:
                 lines.append(f'  {title} ({len(keys)}): '
                              + ', '.join(keys[:10])
                              + (' ...' if len(keys) > 10 else ''))
-        raise SystemExit('\n'.join(lines))
+        raise ArgumentError('\n'.join(lines))
     model.load_state_dict(state, strict=True)
     meta = dict(source=osp.basename(src), arch=arch,
                 converted_by='tools/convert_repdistiller_ckpt.py')
@@ -92,4 +95,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

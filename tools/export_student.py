@@ -17,6 +17,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import kd_plugins  # noqa: E402,F401
+from _common import need_file, out_dir, run_main  # noqa: E402
 from kd_plugins.export import export_student  # noqa: E402
 
 
@@ -26,17 +27,15 @@ def main(argv=None):
     parser.add_argument('checkpoint')
     parser.add_argument('out_dir')
     args = parser.parse_args(argv)
-    if not osp.isfile(args.checkpoint):
-        raise SystemExit(f'kd_plugins: checkpoint {args.checkpoint!r} does '
-                         'not exist.')
+    need_file(args.config, 'config', 'pass the config the run was trained '
+              'with (e.g. configs/demo/kd_digits.py)')
+    need_file(args.checkpoint, 'checkpoint', 'pass a checkpoint of the run '
+              '(e.g. work_dirs/<config>/epoch_N.pth)')
+    out_dir(args.out_dir, 'OUT_DIR')
     cfg_path, pth_path = export_student(args.config, args.checkpoint,
                                         args.out_dir)
     print(f'exported student: {cfg_path} {pth_path}')
 
 
 if __name__ == '__main__':
-    from kd_plugins.errors import KDPluginsError
-    try:
-        main()
-    except KDPluginsError as err:
-        raise SystemExit(f'kd_plugins: {err}')
+    run_main(main)

@@ -22,8 +22,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import kd_plugins  # noqa: E402,F401
-from _common import close_dist  # noqa: E402
-from kd_plugins.engine.preflight import PreflightError, check_data  # noqa
+from _common import (close_dist, load_config, need_file,  # noqa: E402
+                     out_file, run_main)
+from kd_plugins.engine.preflight import check_data  # noqa: E402
 from kd_plugins.kd_layer_stats import compute_kd_layer_stats  # noqa: E402
 
 
@@ -40,16 +41,12 @@ def main(argv=None):
                         'reads its shard; rank 0 fits and writes OUT)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    cfg = Config.fromfile(args.config)
-    if not osp.isfile(args.teacher_ckpt):
-        raise SystemExit(f'kd_plugins: teacher checkpoint '
-                         f'{args.teacher_ckpt!r} does not exist.')
-    try:
-        check_data(cfg, ('train_dataloader', ))
-    except PreflightError as err:
-        raise SystemExit(f'kd_plugins: {err}')
+    cfg = load_config(args.config)
+    need_file(args.teacher_ckpt, 'teacher checkpoint', 'pass the teacher\'s '
+              '.pth (the one the distillation config uses as teacher_ckpt)')
+    out_file(args.out, 'OUT.npz')
+    check_data(cfg, ('train_dataloader', ))
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     if args.launcher != 'none':
         from mmengine.dist import init_dist
@@ -62,4 +59,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

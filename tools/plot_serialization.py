@@ -22,7 +22,9 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 import kd_plugins  # noqa: E402,F401  (weights-only allow-list)
+from _common import need_file, out_file, run_main  # noqa: E402
 from kd_plugins.compat import load_local_checkpoint  # noqa: E402
+from kd_plugins.errors import ArgumentError  # noqa: E402
 
 
 def load_serialization(checkpoint: str) -> tuple[np.ndarray, list | None]:
@@ -31,9 +33,10 @@ def load_serialization(checkpoint: str) -> tuple[np.ndarray, list | None]:
     keys = [k for k in state if k.endswith('head.serialization.weight')]
     keys = [k for k in keys if not k.startswith('teacher.')]
     if not keys:
-        raise SystemExit(
+        raise ArgumentError(
             f'{checkpoint!r} has no AEKT serialization layer (looked for '
-            "'*head.serialization.weight'); was it trained with AEKTHead?")
+            "'*head.serialization.weight').\n  Fix: pass a checkpoint of an "
+            'AEKT run (AEKTHead), e.g. work_dirs/demo/aekt/epoch_12.pth.')
     classes = (ckpt.get('meta') or {}).get('dataset_meta') or {}
     return state[keys[0]].float().numpy(), classes.get('classes')
 
@@ -72,10 +75,13 @@ def main(argv=None):
     parser.add_argument('out_prefix')
     parser.add_argument('--classes', nargs='+', help='class names for ticks')
     args = parser.parse_args(argv)
+    need_file(args.checkpoint, 'checkpoint', 'pass a checkpoint of an AEKT '
+              'run, e.g. work_dirs/demo/aekt/epoch_12.pth after make demo')
+    out_file(args.out_prefix, 'OUT_PREFIX')
     matrix, classes = load_serialization(args.checkpoint)
     npy, png = plot(matrix, args.out_prefix, args.classes or classes)
     print(f'wrote {npy} and {png} ({matrix.shape[0]} classes)')
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

@@ -5,13 +5,13 @@
 from __future__ import annotations
 
 import argparse
-import os.path as osp
 
-from _common import (Config, add_common_args, build_runner, close_dist,
-                     default_dataloader_cfgs, set_local_rank, set_work_dir)
+from _common import (add_common_args, build_runner, close_dist,
+                     default_dataloader_cfgs, load_config, need_file,
+                     out_dir, out_file, run_main, set_local_rank,
+                     set_work_dir)
 
 from kd_plugins.engine import preflight
-from kd_plugins.errors import KDPluginsError, PreflightError
 
 
 def parse_args(argv=None):
@@ -43,14 +43,16 @@ def _clear_key(obj, key: str) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     cfg.launcher = args.launcher
     set_work_dir(cfg, args)
-    if not osp.isfile(args.checkpoint):
-        raise PreflightError(
-            f'checkpoint {args.checkpoint!r} does not exist.\n'
-            '  Fix: pass the .pth written by tools/train.py '
-            '(e.g. work_dirs/<config>/epoch_N.pth).')
+    need_file(args.checkpoint, 'checkpoint', 'pass the .pth written by '
+              'tools/train.py (e.g. work_dirs/<config>/epoch_N.pth)')
+    out_dir(cfg.work_dir, '--work-dir')
+    for flag, path in (('--out', args.out),
+                       ('--dump-metrics', args.dump_metrics)):
+        if path:
+            out_file(path, flag)
     cfg.load_from = args.checkpoint
     if args.amp:
         cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
@@ -84,7 +86,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except KDPluginsError as err:  # a problem the user can fix: no traceback
-        raise SystemExit(f'kd_plugins: {err}')
+    run_main(main)  # a problem the user can fix: one line, no traceback

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 
 from _common import (Config, add_common_args, build_runner, close_dist,
-                     default_dataloader_cfgs, set_local_rank, set_work_dir)
+                     default_dataloader_cfgs, load_config, need_file,
+                     out_dir, run_main, set_local_rank, set_work_dir)
 
 from kd_plugins.engine import preflight
-from kd_plugins.errors import KDPluginsError, PreflightError
+from kd_plugins.errors import PreflightError
 
 
 def parse_args(argv=None):
@@ -84,7 +85,12 @@ def merge_args(cfg: Config, args) -> Config:
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = merge_args(Config.fromfile(args.config), args)
+    if args.resume not in (None, 'auto'):
+        need_file(args.resume, '--resume checkpoint',
+                  'pass a checkpoint of this run (work_dirs/<config>/'
+                  'epoch_N.pth), or --resume alone for the latest one')
+    cfg = merge_args(load_config(args.config), args)
+    out_dir(cfg.work_dir, '--work-dir')
     preflight(cfg, mode='train')
     runner = build_runner(cfg)
     runner.train()
@@ -92,7 +98,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except KDPluginsError as err:  # a problem the user can fix: no traceback
-        raise SystemExit(f'kd_plugins: {err}')
+    run_main(main)  # a problem the user can fix: one line, no traceback

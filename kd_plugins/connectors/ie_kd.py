@@ -1,12 +1,16 @@
 """IE-KD encoders ("Coder") and the stage-1 teacher auto-encoder, as mmrazor
-connectors (Huang et al., CVPR 2021; spec ``shared/specs/ie_kd.md``).
+connectors (Huang et al., CVPR 2021; ``docs/methods/ie_kd.md``).
 
 Coder(C_in -> C_out):  LeakyReLU - conv3x3(C_in->C_in) - BN - LeakyReLU -
                        conv3x3(C_in->C_out) - BN - LeakyReLU -
                        conv3x3(C_out->C_out) - BN - LeakyReLU
+
+Initialisation as the official code: conv weights N(0, sqrt(2 / (9 C_out)))
+(He, fan-out), BN weight 1, bias 0.
 """
 from __future__ import annotations
 
+import math
 import os.path as osp
 from typing import Optional
 
@@ -20,16 +24,29 @@ from ..compat import load_local_checkpoint
 from ..errors import ConfigError, check_feature_map
 
 
+def init_coder(module: nn.Module) -> nn.Module:
+    """Official initialisation: conv N(0, sqrt(2 / (k*k*C_out))), BN 1 / 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return module
+
+
 def coder(c_in: int, c_out: int, slope: float = 0.1) -> nn.Sequential:
-    """The spec's Coder: (N, c_in, H, W) -> (N, c_out, H, W)."""
-    return nn.Sequential(
+    """The Coder: (N, c_in, H, W) -> (N, c_out, H, W), initialised as the
+    official code."""
+    return init_coder(nn.Sequential(
         nn.LeakyReLU(slope),
         nn.Conv2d(c_in, c_in, 3, 1, 1, bias=False), nn.BatchNorm2d(c_in),
         nn.LeakyReLU(slope),
         nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out),
         nn.LeakyReLU(slope),
         nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out),
-        nn.LeakyReLU(slope))
+        nn.LeakyReLU(slope)))
 
 
 @MODELS.register_module()
@@ -145,7 +162,7 @@ class IEStudentEncoder(BaseConnector):
                               f'{split_ratio}.')
         self.split = int(round(in_channels * split_ratio))
         self.part = part
-        self.in_channels = in_channels
+        self.in_channels, self.out_channels = in_channels, out_channels
         lo, hi = (0, self.split) if part == 'inherit' else \
             (self.split, in_channels)
         self.channels = (lo, hi)

@@ -1,5 +1,5 @@
 """KD-layer supervision (letKD, Gorgun et al., BMVC 2023; spec
-``shared/specs/kd_layer.md``): the teacher's decisions as targets for the
+``docs/methods/kd_layer.md``): the teacher's decisions as targets for the
 student's template scores.
 
     penultimate:  p_T(i) = softmax_k(-tau * ||f_T,i - rho_k||^2)   (k-means centres)
@@ -125,6 +125,23 @@ class KDLayerLoss(nn.Module):
                 ' or set the KD layer\'s num_templates to match the file.')
         self.num_templates = k
 
+    def _check_pooling(self, t_hw: tuple, s_hw: tuple) -> None:
+        """The statistics must have seen the teacher map at the size it is
+        compared at here (pooled to the student's size when larger)."""
+        pooled = self.meta.get('pooled_to')
+        if pooled is None:  # a file from before the pooling was recorded
+            return
+        want = tuple(pooled.get(self.kind) or ()) or None
+        larger = t_hw[0] > s_hw[0] or t_hw[1] > s_hw[1]
+        if want != (s_hw if larger else None):
+            seen = f'pooled to {want}' if want else 'at their own size'
+            raise ConfigError(
+                f'KD-layer {self.kind} statistics were computed on teacher '
+                f'maps {seen}, but here the teacher map {t_hw} is compared '
+                f'with a student map {s_hw}: recompute the statistics with '
+                'this config (python tools/kd_layer_stats.py CONFIG '
+                'TEACHER_CKPT OUT.npz).')
+
     def targets(self, feat_t, gt_labels=None) -> torch.Tensor:
         if self.kind == 'penultimate':
             return penultimate_targets(feat_t, self.centers, self.tau)
@@ -148,6 +165,7 @@ class KDLayerLoss(nn.Module):
                 f'{self.meta.get("layers", {}).get(self.kind)}), but this '
                 f'teacher map has {feat_t.shape[1]} channels: recompute the '
                 'statistics for this teacher with tools/kd_layer_stats.py.')
+        self._check_pooling(tuple(feat_t.shape[2:]), tuple(preds_S.shape[2:]))
         if feat_t.shape[2:] != preds_S.shape[2:]:
             feat_t = F.adaptive_avg_pool2d(feat_t, preds_S.shape[2:])
         with torch.no_grad():

@@ -1,0 +1,21 @@
+# letKD-1 (penultimate KD layer only, K = 4096), CIFAR-100 resnet32x4 ->
+# resnet8x4; everything else as configs/kd_layer_r32x4_r8x4_cifar100.py, whose
+# statistics file serves both (its intermediate part is unused here).
+#   1) python tools/kd_layer_stats.py configs/kd_layer1_r32x4_r8x4_cifar100.py \
+#          work_dirs/teachers/resnet32x4_cifar100.pth work_dirs/kd_layer_stats_r32x4_cifar100.npz
+#   2) python tools/train.py configs/kd_layer1_r32x4_r8x4_cifar100.py
+_base_ = ['./kd_layer_r32x4_r8x4_cifar100.py']
+_d = _base_.model.distiller
+model = dict(
+    architecture=dict(
+        backbone=dict(kd_layers=[
+            dict(after='layer3', in_channels=256, num_templates=4096),
+        ])),
+    distiller=dict(
+        _delete_=True,
+        type='ConfigurableDistiller',
+        student_recorders=dict(penult=_d['student_recorders']['penult']),
+        teacher_recorders=dict(penult=_d['teacher_recorders']['penult']),
+        distill_losses=dict(loss_penult=_d['distill_losses']['loss_penult']),
+        loss_forward_mappings=dict(
+            loss_penult=_d['loss_forward_mappings']['loss_penult'])))

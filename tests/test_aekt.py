@@ -3,6 +3,7 @@ end to end (train, evaluate, resume, export), configs."""
 import json
 import os
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -190,6 +191,40 @@ def test_head_deploy_drops_or_keeps_serialization():
         assert 'head.fc.weight' in sd
 
 
+def test_serialization_gradient_is_scaled_and_the_forward_exact():
+    from mmpretrain.structures import DataSample
+    feats = (torch.randn(5, 6), )
+    samples = [DataSample().set_gt_label(i % 4) for i in range(5)]
+    import copy
+    grads = {}
+    head0 = _head('distill_first')  # CE reaches S in this wiring
+    with torch.no_grad():
+        head0.serialization.weight.copy_(torch.eye(4) + 0.1)
+    for scale in (1.0, 0.01):
+        head = copy.deepcopy(head0)
+        head.grad_scale = scale
+        loss = head.loss(feats, samples)['loss']
+        loss.backward()
+        grads[scale] = (head.serialization.weight.grad.clone(),
+                        head.fc.weight.grad.clone(), float(loss))
+    torch.testing.assert_close(grads[0.01][0], 0.01 * grads[1.0][0])
+    torch.testing.assert_close(grads[0.01][1], grads[1.0][1])  # fc unchanged
+    assert grads[0.01][2] == pytest.approx(grads[1.0][2])  # same forward
+    with pytest.raises(ValueError, match='serialization_grad_scale'):
+        PT_MODELS.build(dict(type='AEKTHead', num_classes=3, in_channels=2,
+                             serialization_grad_scale=0.0))
+
+
+def test_trains_at_the_baselines_learning_rate(digits_teacher, tmp_path):
+    """lr 0.2 (what the student alone and KD use): without the gradient
+    scale of the serialization layer this run is non-finite in epoch 2."""
+    _, teacher, _ = digits_teacher
+    proc = _aekt_run(str(tmp_path / 'lr02'), teacher, epochs=3,
+                     lr_opt='optim_wrapper.optimizer.lr=0.2')
+    assert 'non-finite' not in proc.stdout + proc.stderr
+    assert re.findall(r'accuracy/top1: ([\d.]+)', proc.stdout)
+
+
 def test_bad_order_is_a_clear_error():
     with pytest.raises(ValueError, match='classify_first'):
         PT_MODELS.build(dict(type='AEKTHead', num_classes=3, in_channels=2,
@@ -199,11 +234,13 @@ def test_bad_order_is_a_clear_error():
 AEKT_CFG = 'configs/demo/aekt_digits.py'
 
 
-def _aekt_run(wd, teacher, *extra, epochs=3, cfg=AEKT_CFG, kill_at=None):
+def _aekt_run(wd, teacher, *extra, epochs=3, cfg=AEKT_CFG, kill_at=None,
+              lr_opt=None):
     return run_tool(['tools/train.py', cfg, '--work-dir', wd, *extra,
                      '--cfg-options', f'model.teacher_ckpt={teacher}',
                      f'train_cfg.max_epochs={epochs}',
-                     f'train_cfg.val_interval={epochs}'], kill_at=kill_at)
+                     f'train_cfg.val_interval={epochs}',
+                     *([lr_opt] if lr_opt else [])], kill_at=kill_at)
 
 
 @pytest.mark.parametrize('order', ['classify_first', 'distill_first'])

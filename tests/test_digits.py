@@ -27,8 +27,54 @@ def test_split_is_stratified_disjoint_and_deterministic():
 
 
 def test_bad_split_is_a_clear_error():
-    with pytest.raises(ValueError, match="'train' or 'test'"):
+    with pytest.raises(ValueError, match="'train', 'val' or 'test'"):
+        DATASETS.build(dict(type='Digits', split='valid'))
+    with pytest.raises(ValueError, match='needs val_per_class'):
         DATASETS.build(dict(type='Digits', split='val'))
+    with pytest.raises(ValueError, match='num_per_class'):
+        DATASETS.build(dict(type='Digits', split='test', num_per_class=5))
+    with pytest.raises(ValueError, match='cannot hold out'):
+        DATASETS.build(dict(type='Digits', val_per_class=100,
+                            num_per_class=100))
+
+
+def _keys(ds):
+    return {d['img'].tobytes() + bytes([d['gt_label']])
+            for d in ds.load_data_list()}
+
+
+def test_subsets_are_stratified_disjoint_and_deterministic():
+    """A validation split carved out of the train split and a K-per-class
+    labelled subset: the same images on every call, whatever the seed."""
+    full = DATASETS.build(dict(type='Digits', split='train', img_size=8))
+    val = DATASETS.build(dict(type='Digits', split='val', val_per_class=28,
+                              img_size=8))
+    rest = DATASETS.build(dict(type='Digits', split='train',
+                               val_per_class=28, img_size=8))
+    few = DATASETS.build(dict(type='Digits', split='train', val_per_class=28,
+                              num_per_class=15, img_size=8))
+    assert len(full) == 1437 and len(val) == 280
+    assert len(rest) == 1437 - 280 and len(few) == 150
+    for ds, k in ((val, 28), (few, 15)):
+        counts = np.bincount([d['gt_label'] for d in ds.load_data_list()],
+                             minlength=10)
+        assert (counts == k).all()  # stratified: exactly k per class
+    # disjoint, and together the train split
+    v, r, f = _keys(val), _keys(rest), _keys(few)
+    assert not v & r and f <= r
+    assert len(v | r) >= 1437 - 5  # (sklearn digits has a few duplicates)
+    # deterministic: the same images again, also after reseeding numpy
+    np.random.seed(123)
+    torch.manual_seed(123)
+    again = DATASETS.build(dict(type='Digits', split='train',
+                                val_per_class=28, num_per_class=15,
+                                img_size=8))
+    assert _keys(again) == f
+    # without a validation split the few-label subset is 15 per class of the
+    # whole train split
+    few_all = DATASETS.build(dict(type='Digits', num_per_class=15,
+                                  img_size=8))
+    assert len(few_all) == 150
 
 
 def test_dataset_gives_uint8_rgb_images_through_standard_pipelines():

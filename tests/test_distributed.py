@@ -118,6 +118,20 @@ def test_kd_frozen_teacher_two_processes_equal_one(digits_teacher, tmp_path):
         assert torch.equal(b['teacher.' + k], v), k
 
 
+def test_multi_teacher_two_processes_equal_one(digits_teacher, tmp_path):
+    _, teacher, _ = digits_teacher
+    cfg = _config(tmp_path, 'configs/demo/mt_kd_digits.py',
+                  "model = dict(combine='confidence')", 'mt')
+    a, b, log = _one_and_two_processes(
+        cfg, tmp_path, [f'model.teacher_ckpts=[{teacher},{teacher}]'])
+    _assert_replicas_checked(log, STEPS)
+    _assert_same(a, b)
+    t = torch.load(teacher, weights_only=True)['state_dict']
+    for k, v in t.items():  # both teachers frozen on every rank
+        for i in (0, 1):
+            assert torch.equal(b[f'teacher.teachers.{i}.' + k], v), k
+
+
 def test_atsc_trained_teacher_two_processes_equal_one(digits_teacher,
                                                       tmp_path):
     _, teacher, _ = digits_teacher

@@ -66,6 +66,16 @@ def zoo_model(name: str):
         ) from err
 
 
+def check_fast_path_options(teacher_dtype, teacher_mode) -> None:
+    if teacher_dtype not in DTYPES:
+        raise ConfigError(f'teacher_dtype must be one of '
+                          f'{sorted(k for k in DTYPES if k)} or None, got '
+                          f'{teacher_dtype!r}.')
+    if teacher_mode not in ('tensor', 'loss'):
+        raise ConfigError(f"teacher_mode must be 'tensor' or 'loss', got "
+                          f'{teacher_mode!r}.')
+
+
 @MODELS.register_module()
 class FastDistill(SingleTeacherDistill):
     """Frozen-teacher distillation with the fast path (module docstring).
@@ -97,16 +107,16 @@ class FastDistill(SingleTeacherDistill):
                 'FastDistill runs a frozen teacher; teacher_trainable=True '
                 'needs the teacher loss. Fix: use type=\'SingleTeacherDistill\''
                 ' (mmrazor) for a trainable teacher, or ATSC.')
-        if teacher_dtype not in DTYPES:
-            raise ConfigError(f'teacher_dtype must be one of '
-                              f'{sorted(k for k in DTYPES if k)} or None, got '
-                              f'{teacher_dtype!r}.')
-        if teacher_mode not in ('tensor', 'loss'):
-            raise ConfigError(f"teacher_mode must be 'tensor' or 'loss', got "
-                              f'{teacher_mode!r}.')
+        check_fast_path_options(teacher_dtype, teacher_mode)
         if isinstance(kwargs.get('teacher'), str):  # mmpretrain model zoo
             kwargs['teacher'] = zoo_model(kwargs['teacher'])
         super().__init__(**kwargs)
+        self._setup_fast_path(channels_last, teacher_dtype, teacher_mode,
+                              compile)
+
+    def _setup_fast_path(self, channels_last, teacher_dtype, teacher_mode,
+                         compile) -> None:
+        """Memory format, teacher dtype, non-blocking copies, compile."""
         if channels_last is None:
             channels_last = torch.cuda.is_available()
         self.channels_last = channels_last
@@ -144,6 +154,10 @@ class FastDistill(SingleTeacherDistill):
                 buf = rec.data_buffer
                 buf[:] = [_cast(x, batch_inputs.dtype) for x in buf]
 
+    def _distill_losses(self, data_samples) -> dict:
+        """The distiller's losses from the recorded outputs."""
+        return self.distiller.compute_distill_losses()
+
     def loss(self, batch_inputs: torch.Tensor,
              data_samples: Optional[List[BaseDataElement]] = None) -> dict:
         """One teacher forward (no grad), one student forward, the losses.
@@ -168,6 +182,6 @@ class FastDistill(SingleTeacherDistill):
                 with torch.set_grad_enabled(self.student_trainable):
                     self.student(batch_inputs, data_samples, mode='loss')
         if not self.distillation_stopped:
-            losses.update(add_prefix(
-                self.distiller.compute_distill_losses(), 'distill'))
+            losses.update(add_prefix(self._distill_losses(data_samples),
+                                     'distill'))
         return losses

@@ -93,9 +93,10 @@ RECORDER_TYPES = ('ModuleOutputs', 'ModuleInputs', 'ModuleOutputsRecorder',
                   'ModuleInputsRecorder')
 
 
-def check_recorders(distiller: dict, side: str,
-                    net: torch.nn.Module) -> None:
-    """Every Module{Inputs,Outputs} recorder source must name a module."""
+def check_recorders(distiller: dict, side: str, net: torch.nn.Module,
+                    where: str | None = None) -> None:
+    """Every Module{Inputs,Outputs} recorder source must name a module
+    (of every teacher, for a multi-teacher distiller: ``where`` names it)."""
     recorders = (distiller or {}).get(f'{side}_recorders') or {}
     names = [n for n, _ in net.named_modules() if n]
     for key, rec in recorders.items():
@@ -105,9 +106,10 @@ def check_recorders(distiller: dict, side: str,
         src = rec.get('source')
         if rtype not in RECORDER_TYPES or src in names:
             continue
+        who = f'{side} ({where})' if where else side
         raise PreflightError(
             f'model.distiller.{side}_recorders.{key} records module '
-            f'{src!r}, which the {side} does not have. Nearest module '
+            f'{src!r}, which the {who} does not have. Nearest module '
             f'names: {_suggest(str(src), names)}.\n  Fix: set '
             f'model.distiller.{side}_recorders.{key}.source to one of the '
             f'{side}\'s modules (print(model) lists them all).')
@@ -264,8 +266,9 @@ def check_pairs(cfg: Config) -> None:
         teacher = build_meta(t_cfg)
         if teacher is None:
             continue
-        if where == 'model.teacher':
-            check_recorders(distiller, 'teacher', teacher)
+        if distiller:  # every teacher of a (multi-teacher) distiller
+            check_recorders(distiller, 'teacher', teacher,
+                            None if where == 'model.teacher' else where)
         if student is not None:
             check_class_counts(student, where, teacher)
         if not ckpt_path or '://' in str(ckpt_path):

@@ -1,0 +1,19 @@
+# Multi-teacher AEKT on Digits: the demo's two teachers -> the AEKT student
+# (AEKTHead), AEKTLoss on the teachers' per-sample confidence-weighted logits
+# (MultiTeacherDistill, combine='confidence'); loss settings as
+# configs/demo/aekt_digits.py.
+#   python tools/train.py configs/demo/mt_aekt_digits.py --cfg-options \
+#       model.teacher_ckpts=[work_dirs/demo/teacher/epoch_30.pth,work_dirs/demo/teacher2/epoch_30.pth]
+_base_ = ['./aekt_digits.py']
+_m = _base_.model
+model = dict(
+    _delete_=True,
+    _scope_='mmrazor',
+    type='MultiTeacherDistill',
+    data_preprocessor=_m.data_preprocessor,
+    architecture=_m.architecture,
+    teachers=[_m.teacher, _m.teacher],
+    teacher_ckpts=['work_dirs/demo/teacher/epoch_30.pth',
+                   'work_dirs/demo/teacher2/epoch_30.pth'],
+    combine='confidence',
+    distiller=_m.distiller)

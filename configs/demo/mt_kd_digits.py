@@ -1,0 +1,24 @@
+# Multi-teacher KD on Digits: the demo's two teachers (same network, seeds 0
+# and 1) -> the demo student, mmrazor's KLDivergence (tau 4) on the mean of
+# the teachers' logits (MultiTeacherDistill, combine='mean_logits').
+#   python tools/train.py configs/demo/mt_kd_digits.py --cfg-options \
+#       model.teacher_ckpts=[work_dirs/demo/teacher/epoch_30.pth,work_dirs/demo/teacher2/epoch_30.pth]
+_base_ = [
+    '../_base_/models/demo_digits.py', '../_base_/datasets/digits.py',
+    '../_base_/schedules/digits_cosine.py', '../_base_/default_runtime.py',
+    '../_base_/distill/kd.py'
+]
+_cls_pre = dict(type='mmpretrain.ClsDataPreprocessor')
+model = dict(
+    _scope_='mmrazor',
+    type='MultiTeacherDistill',
+    data_preprocessor=_base_.data_preprocessor,
+    architecture=dict(**_base_.student_model, data_preprocessor=_cls_pre),
+    teachers=[dict(**_base_.teacher_model, data_preprocessor=_cls_pre),
+              dict(**_base_.teacher_model, data_preprocessor=_cls_pre)],
+    teacher_ckpts=['work_dirs/demo/teacher/epoch_30.pth',
+                   'work_dirs/demo/teacher2/epoch_30.pth'],
+    combine='mean_logits',  # or 'mean_probs' (tau=4), 'confidence',
+                            # 'per_teacher'
+    distiller=_base_.kd_distiller)
+default_hooks = dict(logger=dict(interval=10))

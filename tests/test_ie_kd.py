@@ -155,6 +155,9 @@ def test_stage1_trains_only_the_autoencoder(stage1):
         assert torch.equal(state['teacher.' + k], v), k
     assert any(k.startswith('distiller.connectors.t_ae.encoder.')
                for k in state)
+    # the student is not trained in stage 1: no student checkpoints
+    import glob
+    assert not glob.glob(osp.join(osp.dirname(s1), 'student*'))
 
 
 def test_stage2_end_to_end_encoder_frozen_and_export(stage1, tmp_path):

@@ -1,178 +1,416 @@
-"""The kd_plugins demo: teacher, student alone and distillers on Digits.
+"""The kd_plugins demo and Digits benchmark.
 
-    python tools/demo.py                 # what `make demo` runs
-    python tools/demo.py --only teacher kd --epochs 2
+    python tools/demo.py                                    # make demo
+    python tools/demo.py --regime both --seeds 3 --tune     # the benchmark
+    python tools/demo.py --only kd aekt --regime full --seeds 2
 
-Trains a teacher on scikit-learn's bundled Digits, then the student alone
-(what the student reaches without a teacher) and each distillation method from
-the same teacher, evaluates every model on the test split with tools/test.py,
-and prints a table (method, top-1, train time). Results also go to
-``WORK_DIR/results.md`` and ``WORK_DIR/results.json``.
+Trains the teachers on scikit-learn's bundled Digits, then the student alone
+and the student with each method, on the chosen regime(s): ``full`` (the
+whole train split) and ``few-labels`` (15 labelled images per class; the
+teachers still saw the whole train split). Protocol in
+``kd_plugins/digits_benchmark.py``: with ``--tune`` every row's learning
+rate (and the student alone's epochs, then used by every row) is chosen on a
+validation split carved out of the train split, with the same grid for all
+rows; without it the choices of the last tuned run are read from
+``--choices`` (the committed ``docs/results/digits_benchmark.json``). Each row
+then trains with ``--seeds`` seeds and is evaluated once, at the end, on the
+test split. Writes ``WORK_DIR/results.json``, ``results.md`` (one table per
+regime: mean ± std over seeds, Welch verdicts against the student alone and
+against KD) and ``results.png`` (bar chart with error bars).
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import json
 import os
 import os.path as osp
+import platform
+import re
+import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from kd_plugins.digits_benchmark import (DEFAULT_LR, LR_GRID,  # noqa: E402
+                                         REGIMES, TEACHER_EPOCHS, Row,
+                                         chart, data_options, markdown,
+                                         select, summarize, verdict)
+
+CHOICES = 'docs/results/digits_benchmark.json'
+VAL = ['val_dataloader.dataset.split=val',
+       'val_dataloader.dataset.val_per_class=28']
 
 
-T = (('model.teacher_ckpt', 'teacher'), )  # the usual single teacher
+# ------------------------------------------------------------------ runs
+def parse_log(text: str) -> dict:
+    """Last validation top-1, train-loss tail and last logged terms."""
+    val = re.findall(r'Epoch\(val\) \[\d+\]\[\d+/\d+\]\s+accuracy/top1: '
+                     r'([0-9.]+)', text)
+    train = [line for line in text.splitlines() if 'Epoch(train)' in line]
+    losses = [float(m) for m in re.findall(r'\sloss: ([0-9.eE+-]+|nan|inf)',
+                                           '\n'.join(train))]
+    terms = {}
+    if train:
+        for k, v in re.findall(r'\s([\w.]+): ([-0-9.eE+]+|nan|inf)',
+                               train[-1]):
+            if k not in ('lr', 'eta', 'time', 'data_time', 'memory'):
+                terms[k] = float(v)
+    tail = None
+    if len(losses) >= 10:
+        n = max(1, len(losses) // 10)
+        tail = dict(prev=sum(losses[-2 * n:-n]) / n,
+                    last=sum(losses[-n:]) / n)
+    return dict(top1=float(val[-1]) if val else None, loss_tail=tail,
+                last_terms=terms)
 
 
-@dataclass
-class Step:
-    """One demo row: ``needs`` maps config keys to the step(s) whose last
-    checkpoint they take (a tuple of steps gives a list value)."""
-    name: str
-    config: str
-    label: str
-    needs: tuple = T
-    evaluate: bool = True
-    # config keys that take a KD-layer statistics file computed first from
-    # the teacher with tools/kd_layer_stats.py
-    stats_keys: tuple = ()
+class Runner:
+    """Runs tools/train.py jobs, ``jobs`` at a time, one thread group each."""
 
-    @property
-    def depends_on(self) -> set:
-        deps = set()
-        for _, steps in self.needs:
-            deps.update((steps, ) if isinstance(steps, str) else steps)
-        return deps
+    def __init__(self, work_dir: str, jobs: int) -> None:
+        self.work_dir, self.jobs = work_dir, max(1, jobs)
+        threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        self.env = dict(os.environ, PYTHONUNBUFFERED='1',
+                        OMP_NUM_THREADS=str(threads),
+                        MKL_NUM_THREADS=str(threads))
 
-
-# One row per method; each method adds its own step here.
-STEPS = [
-    Step('teacher', 'configs/demo/teacher_digits.py',
-         'Teacher: ResNet-18 (CIFAR stem, width 16)', needs=()),
-    Step('student', 'configs/demo/student_digits.py',
-         'Student alone: ResNet-10 (3 stages, width 8)', needs=()),
-    Step('kd', 'configs/demo/kd_digits.py',
-         'KD (mmrazor KLDivergence via FastDistill, baseline)'),
-    Step('aekt', 'configs/demo/aekt_digits.py',
-         'AEKT (reconstruction; AEKTLoss + AEKTHead)'),
-    Step('atsc', 'configs/demo/atsc_digits.py',
-         'ATSC (adapted teacher, shared classifier)',
-         needs=(('model.teacher_ckpts', ('teacher', )), )),
-    Step('teacher2', 'configs/demo/teacher2_digits.py',
-         'Second teacher (same network, seed 1)', needs=()),
-    Step('atsc2', 'configs/demo/atsc2_digits.py', 'ATSC, two teachers',
-         needs=(('model.teacher_ckpts', ('teacher', 'teacher2')), )),
-    Step('ie_stage1', 'configs/demo/ie_kd_stage1_digits.py',
-         'IE-KD stage 1 (teacher auto-encoder; not a classifier)',
-         evaluate=False),
-    Step('ie_kd', 'configs/demo/ie_kd_digits.py', 'IE-KD (CE + IE)',
-         needs=T + (('model.distiller.connectors.t_enc.stage1_ckpt',
-                     'ie_stage1'), )),
-    Step('ie_dml', 'configs/demo/ie_dml_digits.py',
-         'IE-DML (two students, no teacher; student A reported)', needs=()),
-    Step('kd_layer', 'configs/demo/kd_layer_digits.py',
-         'KD layer (letKD-2: penultimate + intermediate)',
-         stats_keys=('model.distiller.distill_losses.loss_penult.stats_file',
-                     'model.distiller.distill_losses.loss_inter.stats_file')),
-]
-
-
-def last_checkpoint(work_dir: str) -> str:
-    with open(osp.join(work_dir, 'last_checkpoint')) as f:
-        return f.read().strip()
-
-
-def run(cmd: list[str], log_path: str) -> None:
-    with open(log_path, 'w') as log:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=log,
-                              stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        with open(log_path) as f:
-            tail = ''.join(f.readlines()[-30:])
-        raise SystemExit(f'demo step failed: {" ".join(cmd)}\n'
-                         f'--- last lines of {log_path} ---\n{tail}')
-
-
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--work-dir', default='work_dirs/demo')
-    parser.add_argument('--only', nargs='+', metavar='STEP',
-                        choices=[s.name for s in STEPS],
-                        help='run only these steps (teacher is added when '
-                        'a step needs it)')
-    parser.add_argument('--epochs', type=int,
-                        help='override max_epochs of every step (quick runs)')
-    args = parser.parse_args(argv)
-    if args.epochs is not None and args.epochs < 2:
-        parser.error('--epochs must be >= 2 (1 warm-up epoch + cosine decay)')
-
-    steps = STEPS
-    if args.only:
-        wanted = set(args.only)
-        for s in reversed(STEPS):
-            if s.name in wanted:
-                wanted.update(s.depends_on)
-        steps = [s for s in STEPS if s.name in wanted]
-    os.makedirs(args.work_dir, exist_ok=True)
-    extra = ([f'train_cfg.max_epochs={args.epochs}',
-              f'train_cfg.val_interval={args.epochs}']
-             if args.epochs else [])
-    ckpts = {}
-    rows = []
-    for step in steps:
-        wd = osp.join(args.work_dir, step.name)
-        opts = list(extra)
-        for key, needed in step.needs:
-            value = (ckpts[needed] if isinstance(needed, str) else
-                     '[' + ','.join(ckpts[n] for n in needed) + ']')
-            opts.append(f'{key}={value}')
-        if step.stats_keys:
-            stats = osp.join(wd, 'kd_layer_stats.npz')
-            print(f'[demo] {step.name}: teacher statistics ...', flush=True)
-            run([sys.executable, 'tools/kd_layer_stats.py', step.config,
-                 ckpts['teacher'], stats],
-                osp.join(args.work_dir, f'{step.name}_stats.log'))
-            opts += [f'{key}={stats}' for key in step.stats_keys]
-        print(f'[demo] {step.name}: training {step.config} ...', flush=True)
-        cmd = [sys.executable, 'tools/train.py', step.config, '--work-dir', wd]
-        if opts:
-            cmd += ['--cfg-options', *opts]
+    def train(self, job: dict) -> dict:
+        wd = job['work_dir']
+        os.makedirs(wd, exist_ok=True)
+        log_path = osp.join(wd, 'train.log')
+        cmd = [sys.executable, 'tools/train.py', job['config'], '--work-dir',
+               wd, '--cfg-options', *job['options']]
         t0 = time.time()
-        run(cmd, osp.join(args.work_dir, f'{step.name}_train.log'))
-        train_s = time.time() - t0
-        ckpt = last_checkpoint(wd)
-        ckpts[step.name] = ckpt
-        if not step.evaluate:
-            rows.append(dict(step=step.name, method=step.label, top1=None,
-                             train_s=round(train_s, 1), checkpoint=ckpt))
-            print(f'[demo] {step.name}: done ({train_s:.0f} s)', flush=True)
-            continue
-        metrics_file = osp.join(wd, 'test_metrics.json')
-        stats_opts = [o for o in opts if o.split('=')[0] in step.stats_keys]
-        run([sys.executable, 'tools/test.py', step.config, ckpt, '--work-dir',
-             wd, '--dump-metrics', metrics_file] +
-            (['--cfg-options', *stats_opts] if stats_opts else []),
-            osp.join(args.work_dir, f'{step.name}_test.log'))
-        with open(metrics_file) as f:
-            top1 = json.load(f)['accuracy/top1']
-        rows.append(dict(step=step.name, method=step.label, top1=top1,
-                         train_s=round(train_s, 1), checkpoint=ckpt))
-        print(f'[demo] {step.name}: top-1 {top1:.2f} % '
-              f'({train_s:.0f} s)', flush=True)
+        with open(log_path, 'w') as log:
+            proc = subprocess.run(cmd, cwd=ROOT, stdout=log,
+                                  stderr=subprocess.STDOUT, env=self.env)
+        with open(log_path) as f:
+            text = f.read()
+        res = dict(job, seconds=round(time.time() - t0, 1), log=log_path,
+                   ok=proc.returncode == 0, **parse_log(text))
+        if proc.returncode == 0:
+            with open(osp.join(wd, 'last_checkpoint')) as f:
+                res['checkpoint'] = f.read().strip()
+        else:
+            tail = '\n'.join(text.splitlines()[-3:])
+            res['error'] = tail
+        status = (f"top-1 {res['top1']:.2f}" if res.get('top1') is not None
+                  else ('FAILED: ' + tail.splitlines()[-1][:160]
+                        if not res['ok'] else 'done'))
+        print(f"[demo] {job['tag']}: {status} ({res['seconds']:.0f} s)",
+              flush=True)
+        return res
 
-    table = ['| method | top-1 (%) | train time (s) |', '| --- | ---: | ---: |']
-    table += [f"| {r['method']} | "
-              f"{'-' if r['top1'] is None else format(r['top1'], '.2f')} | "
-              f"{r['train_s']:.0f} |" for r in rows]
-    text = '\n'.join(table)
-    print('\nDigits test split (360 images), one CPU run:\n' + text)
-    with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
-        f.write(text + '\n')
-    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
-        json.dump(rows, f, indent=2)
-    return rows
+    def run_all(self, jobs: list) -> list:
+        with cf.ThreadPoolExecutor(self.jobs) as pool:
+            return list(pool.map(self.train, jobs))
+
+
+def run_stats(runner: Runner, stats_cfg: str, teacher: str, out: str
+              ) -> None:
+    log = out.replace('.npz', '.log')
+    with open(log, 'w') as f:
+        proc = subprocess.run(
+            [sys.executable, 'tools/kd_layer_stats.py', stats_cfg, teacher,
+             out], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+            env=runner.env)
+    if proc.returncode:
+        raise SystemExit(f'demo: the KD-layer statistics failed; see {log}')
+    print(f'[demo] kd_layer statistics: {out}', flush=True)
+
+
+def evaluate_adapted_teacher(config: str, checkpoint: str, k: int) -> float:
+    """Test top-1 of ATSC's adapted teacher ``k`` (from its checkpoint)."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner as MMRunner
+    from mmrazor.registry import MODELS
+
+    import kd_plugins  # noqa: F401
+    from kd_plugins.compat import load_local_checkpoint
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    init_default_scope('mmpretrain')
+    teacher = MODELS.build(cfg.model.teachers[k])
+    state = load_local_checkpoint(checkpoint, map_location='cpu')
+    sd = state['state_dict']
+    pre = f'teachers.{k}.'
+    teacher.load_state_dict({n[len(pre):]: v for n, v in sd.items()
+                             if n.startswith(pre)})
+    teacher.eval()
+    preprocess = MODELS.build(cfg.model.data_preprocessor)  # the run's norm
+    loader = MMRunner.build_dataloader(cfg.test_dataloader)
+    correct = total = 0
+    with torch.no_grad():
+        for data in loader:
+            data = preprocess(data, False)
+            pred = teacher(data['inputs'], mode='tensor').argmax(1)
+            y = torch.cat([d.gt_label for d in data['data_samples']])
+            correct += int((pred == y).sum())
+            total += len(y)
+    return 100.0 * correct / total
+
+
+# --------------------------------------------------------------- planning
+def needs_options(row: Row, ckpts: dict) -> list:
+    opts = []
+    for key, needed in row.needs:
+        value = (ckpts[needed] if isinstance(needed, str) else
+                 '[' + ','.join(ckpts[n] for n in needed) + ']')
+        opts.append(f'{key}={value}')
+    return opts
+
+
+def common(lr: float, epochs: int, seed: int) -> list:
+    return [f'optim_wrapper.optimizer.lr={lr}',
+            f'train_cfg.max_epochs={epochs}',
+            f'train_cfg.val_interval={epochs}',
+            f'default_hooks.checkpoint.interval={epochs}',
+            f'randomness.seed={seed}']
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--regime', default='few-labels',
+                   choices=['full', 'few-labels', 'both'])
+    p.add_argument('--seeds', type=int, default=1)
+    p.add_argument('--tune', action='store_true',
+                   help='choose lr (and the student\'s epochs) on the '
+                   'validation split first')
+    p.add_argument('--choices', default=CHOICES,
+                   help='results.json of a tuned run whose choices to use '
+                   '(without --tune)')
+    p.add_argument('--lr-grid', type=float, nargs='+', default=LR_GRID)
+    p.add_argument('--only', nargs='+', metavar='ROW',
+                   choices=[r.name for r in select(None)],
+                   help='run only these rows (and what they need)')
+    p.add_argument('--epochs', type=int,
+                   help='override every epoch count (quick runs)')
+    p.add_argument('--jobs', type=int, default=min(2, os.cpu_count() or 1),
+                   help='trainings at a time (each gets cpus / jobs threads)')
+    p.add_argument('--work-dir', default='work_dirs/demo')
+    p.add_argument('--results-dir',
+                   help='also copy results.{json,md,png} here (as '
+                   'digits_benchmark.*)')
+    args = p.parse_args(argv)
+    if args.epochs is not None and args.epochs < 2:
+        p.error('--epochs must be >= 2 (1 warm-up epoch + cosine decay)')
+    t_start = time.time()
+    rows = select(args.only)
+    regimes = (['full', 'few-labels'] if args.regime == 'both' else
+               [args.regime])
+    runner = Runner(args.work_dir, args.jobs)
+    os.makedirs(args.work_dir, exist_ok=True)
+
+    # choices: tuned here, or from the last tuned run, or defaults
+    choices, source = {}, 'tuned in this run'
+    if not args.tune:
+        path = osp.join(ROOT, args.choices)
+        if osp.isfile(path):
+            with open(path) as f:
+                choices = json.load(f)['choices']
+            source = f'from {args.choices}'
+        else:
+            source = (f'defaults (lr {DEFAULT_LR}; {args.choices} not found: '
+                      'run with --tune to choose them)')
+    print(f'[demo] learning rates / epochs: {source}', flush=True)
+
+    def choice(regime, name, key, default):
+        return (choices.get(regime, {}).get(name, {}).get(key) or default)
+
+    def epochs_of(default):
+        return args.epochs or default
+
+    # 1) teachers: whole train split, evaluated on the test split
+    teachers = [r for r in rows if r.kind == 'teacher']
+    t_epochs = epochs_of(choice('teacher', 'teacher', 'epochs',
+                                TEACHER_EPOCHS))
+    tune_log = []
+    if args.tune and teachers:
+        jobs = [dict(tag=f'tune teacher lr {lr}', config=teachers[0].config,
+                     work_dir=osp.join(args.work_dir, 'tune', 'teacher',
+                                       f'lr{lr}'),
+                     options=common(lr, t_epochs, 0) + data_options(
+                         {'val_per_class': 28}) + VAL, lr=lr,
+                     epochs=t_epochs, row='teacher', regime='teacher')
+                for lr in args.lr_grid]
+        res = runner.run_all(jobs)
+        tune_log += res
+        best = max((r for r in res if r['top1'] is not None),
+                   key=lambda r: r['top1'])
+        choices.setdefault('teacher', {})['teacher'] = dict(
+            lr=best['lr'], epochs=t_epochs)
+    t_lr = choice('teacher', 'teacher', 'lr', DEFAULT_LR)
+    res = runner.run_all([dict(
+        tag=r.name, config=r.config, row=r.name, regime='teacher',
+        work_dir=osp.join(args.work_dir, r.name), lr=t_lr, epochs=t_epochs,
+        options=common(t_lr, t_epochs, 0 if r.name == 'teacher' else 1))
+        for r in teachers])
+    ckpts = {r['row']: r['checkpoint'] for r in res if r['ok']}
+    teacher_results = res
+    if any(not r['ok'] for r in res):
+        raise SystemExit('demo: a teacher failed to train: ' + '; '.join(
+            r['log'] for r in res if not r['ok']))
+
+    # 2) teacher-side artefacts: IE-KD stage 1, KD-layer statistics
+    prep = [r for r in rows if r.kind == 'prep']
+    res = runner.run_all([dict(
+        tag=r.name, config=r.config, row=r.name, regime='teacher',
+        work_dir=osp.join(args.work_dir, r.name), lr=0.1, epochs=None,
+        options=needs_options(r, ckpts) + [
+            f'train_cfg.max_epochs={epochs_of(8)}']) for r in prep])
+    ckpts.update({r['row']: r['checkpoint'] for r in res if r['ok']})
+    stats_file = None
+    if any(r.stats_keys for r in rows):
+        stats_file = osp.join(args.work_dir, 'kd_layer_stats.npz')
+        run_stats(runner, next(r.config for r in rows if r.stats_keys),
+                  ckpts['teacher'], stats_file)
+
+    students = [r for r in rows if r.kind == 'student']
+
+    def row_options(row: Row) -> list:
+        opts = needs_options(row, ckpts) + list(row.options)
+        return opts + [f'{k}={stats_file}' for k in row.stats_keys]
+
+    results = {}
+    for regime in regimes:
+        spec = REGIMES[regime]
+        base_epochs = epochs_of(choice(regime, 'student', 'epochs',
+                                       spec['epochs']))
+        # 3) tuning on the validation split (one seed)
+        if args.tune:
+            e0 = epochs_of(spec['epochs'])
+            grid = [(lr, e) for lr in args.lr_grid for e in (e0, 2 * e0)]
+            student = next(r for r in students if r.name == 'student')
+            res = runner.run_all([dict(
+                tag=f'{regime} tune student lr {lr} epochs {e}',
+                config=student.config, row='student', regime=regime,
+                work_dir=osp.join(args.work_dir, regime, 'tune',
+                                  f'student_lr{lr}_e{e}'), lr=lr, epochs=e,
+                options=row_options(student) + common(lr, e, 0)
+                + data_options(spec['tune']) + VAL) for lr, e in grid])
+            tune_log += res
+            ok = [r for r in res if r['top1'] is not None]
+            best = max(ok, key=lambda r: (r['top1'], -r['epochs']))
+            base_epochs = best['epochs']
+            choices.setdefault(regime, {})['student'] = dict(
+                lr=best['lr'], epochs=base_epochs)
+            others = [r for r in students if r.name != 'student']
+            res = runner.run_all([dict(
+                tag=f'{regime} tune {r.name} lr {lr}', config=r.config,
+                row=r.name, regime=regime,
+                work_dir=osp.join(args.work_dir, regime, 'tune',
+                                  f'{r.name}_lr{lr}'), lr=lr,
+                epochs=base_epochs,
+                options=row_options(r) + common(lr, base_epochs, 0)
+                + data_options(spec['tune']) + VAL)
+                for r in others for lr in args.lr_grid])
+            tune_log += res
+            for r in others:
+                ok = [x for x in res if x['row'] == r.name and
+                      x['top1'] is not None]
+                lr = max(ok, key=lambda x: x['top1'])['lr'] if ok else \
+                    min(args.lr_grid)
+                choices[regime][r.name] = dict(lr=lr, epochs=base_epochs)
+        # 4) final runs: N seeds, test split at the end
+        jobs = []
+        for r in students:
+            lr = choice(regime, r.name, 'lr', DEFAULT_LR)
+            for seed in range(args.seeds):
+                jobs.append(dict(
+                    tag=f'{regime} {r.name} seed {seed}', config=r.config,
+                    row=r.name, regime=regime, lr=lr, epochs=base_epochs,
+                    seed=seed,
+                    work_dir=osp.join(args.work_dir, regime, r.name,
+                                      f'seed{seed}'),
+                    options=row_options(r) + common(lr, base_epochs, seed)
+                    + data_options(spec['final'])))
+        res = runner.run_all(jobs)
+        results[regime] = summarize_regime(rows, res, teacher_results)
+    report = dict(
+        date=time.strftime('%Y-%m-%d'),
+        command='python tools/demo.py ' + ' '.join(
+            argv if argv is not None else sys.argv[1:]),
+        machine=f'{platform.machine()}, {os.cpu_count()} cpus, '
+        f'{platform.python_version()}',
+        seconds=round(time.time() - t_start), jobs=args.jobs,
+        choices_source=source, choices=choices, lr_grid=list(args.lr_grid),
+        results=results,
+        tuning=[{k: t.get(k) for k in ('row', 'regime', 'lr', 'epochs',
+                                        'top1', 'seconds', 'loss_tail')}
+                for t in tune_log])
+    write_report(report, args.work_dir, args.results_dir)
+    return report
+
+
+def summarize_regime(rows, res, teacher_results) -> list:
+    """Per row: test top-1 over seeds, verdicts, logged evidence."""
+    by_row = {}
+    for r in res:
+        by_row.setdefault(r['row'], []).append(r)
+    out = []
+    for t in teacher_results:
+        out.append(dict(name=t['row'], label=next(
+            x.label for x in rows if x.name == t['row']), lr=t['lr'],
+            epochs=t['epochs'], test=summarize([t['top1']]),
+            runs=[_evidence(t)]))
+    base = [x['top1'] for x in by_row.get('student', []) if x['ok']]
+    kd = [x['top1'] for x in by_row.get('kd', []) if x['ok']]
+    for row in rows:
+        if row.name not in by_row:
+            continue
+        runs = by_row[row.name]
+        ok = [x['top1'] for x in runs if x['ok'] and x['top1'] is not None]
+        entry = dict(name=row.name, label=row.label, lr=runs[0]['lr'],
+                     epochs=runs[0]['epochs'],
+                     test=summarize(ok) if ok else summarize([0.0]),
+                     failed=sum(not x['ok'] for x in runs),
+                     runs=[_evidence(x) for x in runs])
+        if row.name != 'student' and base and ok:
+            entry['vs_student'] = verdict(ok, base)
+        if row.name not in ('student', 'kd') and kd and ok:
+            entry['vs_kd'] = verdict(ok, kd)
+        if row.adapted_teachers:
+            entry['adapted_teacher_top1'] = [
+                evaluate_adapted_teacher(row.config, x['checkpoint'], k)
+                for x in runs if x['ok'] for k in range(row.adapted_teachers)]
+        out.append(entry)
+    return out
+
+
+def _evidence(run: dict) -> dict:
+    return {k: run.get(k) for k in ('seed', 'top1', 'seconds', 'loss_tail',
+                                    'last_terms', 'checkpoint', 'error')}
+
+
+def write_report(report: dict, work_dir: str, results_dir=None) -> None:
+    text = [f"Digits benchmark, {report['date']}: `{report['command']}` "
+            f"({report['machine']}, {report['seconds'] / 60:.0f} min, "
+            f"{report['jobs']} jobs; lr/epochs {report['choices_source']})",
+            '']
+    for regime, rows in report['results'].items():
+        text += [markdown(regime, rows), '']
+    md = '\n'.join(text)
+    print('\n' + md, flush=True)
+    paths = {'json': osp.join(work_dir, 'results.json'),
+             'md': osp.join(work_dir, 'results.md'),
+             'png': osp.join(work_dir, 'results.png')}
+    with open(paths['json'], 'w') as f:
+        json.dump(report, f, indent=1)
+    with open(paths['md'], 'w') as f:
+        f.write(md + '\n')
+    chart(report['results'], paths['png'])
+    print(f"[demo] wrote {paths['md']}, {paths['json']}, {paths['png']}")
+    if results_dir:
+        os.makedirs(results_dir, exist_ok=True)
+        for ext, path in paths.items():
+            shutil.copy(path, osp.join(results_dir,
+                                       f'digits_benchmark.{ext}'))
 
 
 if __name__ == '__main__':

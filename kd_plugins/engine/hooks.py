@@ -106,7 +106,9 @@ class StudentCheckpointHook(Hook):
     with ``student.py`` (written once, in the work dir) by mmpretrain's
     ``init_model``, ``ImageClassificationInferencer`` and ``tools/test.py``.
     When the checkpoint hook deletes an old checkpoint, its student copy goes
-    too. Only rank 0 writes; a run that is not a distiller is left alone.
+    too. Only rank 0 writes; a run that is not a distiller, or one whose
+    student is not trained (``student_trainable=False``, e.g. IE-KD stage 1,
+    which trains only the teacher auto-encoder), is left alone.
     """
 
     priority = 'LOWEST'  # after CheckpointHook has saved
@@ -142,6 +144,8 @@ class StudentCheckpointHook(Hook):
         if not is_main_process() or not (isinstance(model, dict)
                                          and 'architecture' in model):
             return
+        if model.get('student_trainable', True) is False:
+            return  # an untrained student is nothing to deploy
         wd = runner.work_dir
         ckpts = {osp.basename(p) for p in glob.glob(osp.join(wd, '*.pth'))
                  if not osp.basename(p).startswith(self.prefix)}

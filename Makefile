@@ -1,5 +1,7 @@
 # make demo : create .venv if missing, install, run the demo on bundled data
 # make test : create .venv if missing, install, run the whole test suite
+# make gpu-check [OUT=dir] [DRY_RUN=1] : CUDA tests + throughput table on the
+#            GPU machine (no install from the network; see tools/gpu_check.sh)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -12,7 +14,7 @@ TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 endif
 STAMP := $(VENV)/.kd_plugins_installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test gpu-check clean
 install: $(STAMP)
 
 $(STAMP): setup.py Makefile
@@ -28,6 +30,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest tests
+
+gpu-check:
+	bash tools/gpu_check.sh $(if $(OUT),--out $(OUT)) $(if $(DRY_RUN),--dry-run)
 
 clean:
 	rm -rf work_dirs .pytest_cache

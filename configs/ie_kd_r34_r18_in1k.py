@@ -32,4 +32,3 @@ model = dict(
         connectors=_conn,
         distill_losses=_base_.ie_losses,
         loss_forward_mappings=_base_.ie_mappings))
-find_unused_parameters = True

@@ -46,4 +46,3 @@ model = dict(
     teacher=dict(**_base_.resnet32x4, data_preprocessor=_cls_pre),
     teacher_ckpt='work_dirs/teachers/resnet32x4_cifar100.pth',
     distiller=_d)
-find_unused_parameters = True

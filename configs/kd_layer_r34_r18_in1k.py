@@ -42,4 +42,3 @@ model = dict(
     teacher=dict(**_base_.resnet34, data_preprocessor=_cls_pre),
     teacher_ckpt=_base_.resnet34_ckpt,
     distiller=_d)
-find_unused_parameters = True

@@ -45,4 +45,3 @@ model = dict(
     teacher=dict(**_base_.resnet56, data_preprocessor=_cls_pre),
     teacher_ckpt='work_dirs/teachers/resnet56_cifar100.pth',
     distiller=_d)
-find_unused_parameters = True

@@ -10,6 +10,9 @@ The distillation config names what to compute::
                           subclasses=8),
         max_memory_gb=8.0, min_per_class=1000, kmeans_iters=20, seed=0)
 
+The teacher runs on the GPU when there is one (``device='cpu'`` forces the
+CPU); k-means and LDA run on the CPU (scikit-learn).
+
 What is computed, as in the official statistics step:
 
 - the WHOLE training split, read through the TEST pipeline (no random crop or
@@ -117,7 +120,7 @@ def _probe_student_hw(cfg, inputs: torch.Tensor, kinds, log) -> dict:
             lambda m, i, o, k=kind: sizes.__setitem__(k, tuple(o.shape[2:]))))
     try:
         with torch.no_grad():
-            student.extract_feat(inputs[:1].float(), stage='backbone')
+            student.extract_feat(inputs[:1].float().cpu(), stage='backbone')
     finally:
         for h in handles:
             h.remove()
@@ -177,16 +180,19 @@ def _collect(cfg, teacher_ckpt: str, layers: dict, spec: dict,
     from mmpretrain.registry import MODELS as PT_MODELS
     from mmrazor.registry import MODELS
 
+    device = spec.get('device') or ('cuda' if torch.cuda.is_available()
+                                    else 'cpu')
     teacher = MODELS.build(cfg.model.teacher)
     load_checkpoint(teacher, teacher_ckpt, map_location='cpu', logger=None)
-    teacher.eval()
+    teacher.eval().to(device)
     modules = dict(teacher.named_modules())
     for kind, name in layers.items():
         if name not in modules:
             near = [n for n in modules if n.startswith(name.split('.')[0])]
             raise KeyError(f'kd_layer_stats.{kind}.teacher_layer {name!r} is '
                            f'not a module of the teacher; e.g. {near[:8]}')
-    preproc = PT_MODELS.build(cfg.data_preprocessor)
+    preproc = PT_MODELS.build(cfg.data_preprocessor).to(device)
+    log(f'[kd_layer_stats] teacher on {device}')
     train = cfg.train_dataloader
     loader = Runner.build_dataloader(dict(
         batch_size=train.get('batch_size', 64),
@@ -417,4 +423,52 @@ def _compute(cfg, teacher_ckpt, out, max_locations, log) -> dict:
         os.makedirs(osp.dirname(out), exist_ok=True)
     np.savez(out, meta=np.array(json.dumps(meta)), **arrays)
     log(f'[kd_layer_stats] wrote {out}')
+    return meta
+
+
+def synthetic_stats(cfg, out: str, size: int = 32, seed: int = 0) -> dict:
+    """A statistics file of the right shapes with random contents, for
+    throughput benchmarks and plumbing tests only (``meta.synthetic``):
+    K and the subclasses from the losses, the teacher widths from one
+    forward of the (randomly initialised) teacher at ``size`` px."""
+    from mmrazor.registry import MODELS
+    dist = cfg.model.distiller
+    rng = np.random.default_rng(seed)
+    kinds, shapes, num_classes = [], {}, None
+    teacher = MODELS.build(cfg.model.teacher).eval()
+    modules = dict(teacher.named_modules())
+    widths, hooks = {}, []
+    for name, loss in dist.distill_losses.items():
+        if 'KDLayerLoss' not in str(loss.get('type')):
+            continue
+        kind = loss.get('kind', 'penultimate')
+        rec = dist.loss_forward_mappings[name]['preds_T']['recorder']
+        src = dist.teacher_recorders[rec]['source']
+        kinds.append(kind)
+        shapes[kind] = int(loss['num_templates'])
+        if kind == 'intermediate':
+            num_classes = int(loss['num_classes'])
+        hooks.append(modules[src].register_forward_hook(
+            lambda m, i, o, k=kind: widths.__setitem__(k, o.shape[1])))
+    with torch.no_grad():
+        teacher.extract_feat(torch.zeros(1, 3, size, size), stage='backbone')
+    for h in hooks:
+        h.remove()
+    arrays = {}
+    meta = dict(kinds=kinds, synthetic=True, num_classes=num_classes or 0,
+                classes=[], teacher_type=cfg.model.teacher['backbone']['type'])
+    if 'penultimate' in kinds:
+        arrays['penult_centers'] = rng.normal(
+            size=(shapes['penultimate'], widths['penultimate'])).astype(
+                np.float32)
+    if 'intermediate' in kinds:
+        c, s = widths['intermediate'], shapes['intermediate']
+        d = lda_dims(60, num_classes, c)
+        meta['subclasses'] = s // num_classes
+        arrays.update(
+            inter_mean=np.zeros(c, np.float32),
+            inter_proj=rng.normal(size=(c, d)).astype(np.float32),
+            inter_centers=rng.normal(size=(s, d)).astype(np.float32),
+            inter_s_t=np.eye(s, dtype=np.float32))
+    np.savez(out, meta=np.array(json.dumps(meta)), **arrays)
     return meta

@@ -30,7 +30,6 @@ model = dict(
     teacher=dict(_teacher, _scope_='mmpretrain', data_preprocessor=_pre),
     teacher_ckpt=None,
     distiller=_base_.kd_distiller)
-find_unused_parameters = True
 """)
     cfg = Config.fromfile(str(tmp_path / 'my_kd.py'))
     assert cfg.train_dataloader == student.train_dataloader  # the rest stays

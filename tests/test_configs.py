@@ -42,3 +42,19 @@ def test_dataset_bases_name_the_expected_layout(base, needle, tmp_path):
     cfg.train_dataloader.dataset.data_root = str(tmp_path / 'empty')
     with pytest.raises(PreflightError, match='is empty'):
         check_data(cfg)
+
+
+def test_only_ie_kd_stage_one_asks_ddp_for_unused_parameters():
+    """find_unused_parameters costs a graph traversal per step under DDP;
+    only IE-KD stage 1 (student run but not trained) needs it. The CPU DDP
+    tests (tests/test_distributed.py) train the others without it."""
+    import glob
+    from mmengine.config import Config
+    found = sorted(
+        osp.relpath(f, ROOT) for f in glob.glob(
+            osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+        if '_base_' not in f and
+        Config.fromfile(f).get('find_unused_parameters', False))
+    assert found == ['configs/demo/ie_kd_stage1_digits.py',
+                     'configs/ie_kd/stage1_r34_in1k.py',
+                     'configs/ie_kd/stage1_r56_cifar100.py']

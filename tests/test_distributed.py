@@ -118,6 +118,36 @@ def test_kd_frozen_teacher_two_processes_equal_one(digits_teacher, tmp_path):
         assert torch.equal(b['teacher.' + k], v), k
 
 
+@pytest.mark.parametrize('name, cfg_file', [
+    ('aekt', 'configs/demo/aekt_digits.py'),
+    ('ie_kd', 'configs/demo/ie_kd_digits.py'),
+    ('kd_layer', 'configs/demo/kd_layer_digits.py')])
+def test_frozen_teacher_methods_train_under_ddp_without_unused_search(
+        name, cfg_file, digits_teacher, tmp_path):
+    """These configs no longer set find_unused_parameters (only IE-KD
+    stage 1 needs it): every trainable parameter gets a gradient on every
+    rank, or DDP would stop with 'Expected to have finished reduction'."""
+    from mmengine.config import Config
+
+    from kd_plugins.kd_layer_stats import synthetic_stats
+    _, teacher, _ = digits_teacher
+    cfg = _config(tmp_path, cfg_file, '', name)
+    assert not Config.fromfile(cfg).get('find_unused_parameters', False)
+    opts = [f'model.teacher_ckpt={teacher}']
+    if name == 'ie_kd':  # mechanics only: a random frozen teacher encoder
+        opts.append('model.distiller.connectors.t_enc.stage1_ckpt=None')
+    if name == 'kd_layer':
+        stats = str(tmp_path / 'stats.npz')
+        synthetic_stats(Config.fromfile(cfg), stats)
+        opts += [f'model.distiller.distill_losses.{k}.stats_file={stats}'
+                 for k in ('loss_penult', 'loss_inter')]
+    log = _run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir',
+                str(tmp_path / 'two'), '--cfg-options',
+                f'train_dataloader.batch_size={GLOBAL_BATCH // 2}', *opts],
+               _env(PORT=_free_port()))
+    _assert_replicas_checked(log, STEPS)
+
+
 def test_multi_teacher_two_processes_equal_one(digits_teacher, tmp_path):
     _, teacher, _ = digits_teacher
     cfg = _config(tmp_path, 'configs/demo/mt_kd_digits.py',

@@ -317,6 +317,9 @@ def test_missing_stats_file_fails_before_training(digits_teacher, tmp_path):
     assert "'/no/stats.npz' does not exist" in proc.stderr
     assert 'kd_layer_stats.py' in proc.stderr and 'Traceback' not in \
         proc.stderr
+    # the fix names every loss that reads the file
+    assert 'loss_penult.stats_file=PATH' in proc.stderr
+    assert 'loss_inter.stats_file=PATH' in proc.stderr
 
 
 @pytest.mark.parametrize('cfg_file', [

@@ -181,3 +181,22 @@ def test_unusable_outputs_and_broken_configs_are_named(tmp_path):
         assert proc.returncode != 0 and 'Traceback' not in proc.stderr
         assert proc.stderr.startswith('kd_plugins: ') and needle in \
             proc.stderr, proc.stderr[-2000:]
+
+
+def test_gpu_check_dry_run_exercises_its_plumbing(tmp_path):
+    """make gpu-check DRY_RUN=1: no install, the GPU tests collected, the
+    benchmark on tiny CPU sizes, one output folder of five files."""
+    out = tmp_path / 'gpu'
+    proc = run_tool(['tools/gpu_check.py', '--dry-run', '--out', str(out),
+                     '--only', 'kd'], timeout=600)
+    assert sorted(p.name for p in out.iterdir()) == [
+        'bench.log', 'gpu_tests.log', 'gpu_tests.xml', 'summary.json',
+        'summary.md']
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['dry_run'] and summary['tests']['collected'] >= 15
+    (bench, ) = summary['benchmarks']
+    assert {r['name'] for r in bench['rows']} == {'student', 'mmrazor-kd',
+                                                  'FastDistill'}
+    assert 'targets' in bench
+    assert 'DRY RUN' in (out / 'summary.md').read_text()
+    assert 'summary.md' in proc.stdout

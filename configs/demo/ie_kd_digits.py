@@ -26,5 +26,4 @@ model = dict(
         connectors=_connectors,
         distill_losses=_base_.ie_losses,
         loss_forward_mappings=_base_.ie_mappings))
-find_unused_parameters = True
 default_hooks = dict(logger=dict(interval=10))

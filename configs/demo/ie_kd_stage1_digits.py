@@ -24,6 +24,8 @@ model = dict(
     student_trainable=False,
     calculate_student_loss=False,
     distiller=_s1)
+# DDP: the student runs (under no_grad) but is not trained in stage 1; only
+# this config needs DDP to tolerate parameters without gradients
 find_unused_parameters = True
 # only the auto-encoder learns: no accuracy to validate
 train_cfg = dict(max_epochs=8, val_interval=100)

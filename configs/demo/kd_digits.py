@@ -17,5 +17,4 @@ model = dict(
     teacher=dict(**_base_.teacher_model, data_preprocessor=_cls_pre),
     teacher_ckpt='work_dirs/teacher_digits/epoch_12.pth',
     distiller=_base_.kd_distiller)  # tau 4
-find_unused_parameters = True
 default_hooks = dict(logger=dict(interval=10))

@@ -23,6 +23,8 @@ model = dict(
     student_trainable=False,
     calculate_student_loss=False,
     distiller=_s1)
+# DDP: the student runs (under no_grad) but is not trained in stage 1; only
+# this config needs DDP to tolerate parameters without gradients
 find_unused_parameters = True
 optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4,

@@ -126,12 +126,16 @@ METHOD_FILES = {
 def check_method_files(cfg: Config) -> None:
     """Stage-1 checkpoints, KD-layer statistics... must exist."""
     for key, (what, how) in METHOD_FILES.items():
-        for where, path in _find_key(cfg.get('model') or {}, key):
+        found = list(_find_key(cfg.get('model') or {}, key))
+        for where, path in found:
             if path and not osp.isfile(path):
+                # every key that names this file needs the new path (e.g.
+                # both KD-layer losses share one statistics file)
+                keys = [w for w, p in found if p == path]
                 raise PreflightError(
                     f'{where} {path!r} does not exist: {what}.\n'
                     f'  Fix: {how}, then pass the file: --cfg-options '
-                    f'{where}=PATH')
+                    + ' '.join(f'{w}=PATH' for w in keys))
 
 
 def preflight(cfg: Config, mode: str = 'train') -> None:

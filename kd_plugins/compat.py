@@ -378,28 +378,56 @@ def _patch_atomic_checkpoints() -> None:
 # ---------------------------------------------------------------------------
 # 7. checkpoint load errors that name the file
 # ---------------------------------------------------------------------------
-def _checkpoint_error(filename: str, err: BaseException):
+def _plain(text: str) -> str:
+    """``text`` without ANSI escape sequences (torch bolds some words)."""
+    import re
+    return re.sub(r'\x1b\[[0-9;]*m', '', text)
+
+
+def _checkpoint_error(filename: str, err: BaseException,
+                      role: str | None = None):
+    """A CheckpointError naming ``filename``; the fix depends on ``role``:
+    'teacher' (a teacher's weights), 'resume' (a run's checkpoint) or None
+    (not known: both)."""
     import pickle
+    import re
 
     from .errors import CheckpointError
-    first = str(err).strip().splitlines()[0] if str(err).strip() else ''
+    text = _plain(str(err)).strip()
+    first = text.splitlines()[0] if text else ''
     if isinstance(err, pickle.UnpicklingError) and (
-            'weights_only' in str(err) or 'kd_plugins refused' in str(err)):
+            'weights_only' in text or 'kd_plugins refused' in text):
+        found = re.search(r'Unsupported global: GLOBAL ([\w.]+)', text)
+        detail = re.search(r'WeightsUnpickler error:\s*(.+?)(?:\n|$)',
+                           text.replace('error: \n\n', 'error: '))
+        what = (f'a pickled reference to {found.group(1)}' if found else
+                f'pickled data the safe loader refuses '
+                f'({detail.group(1).strip().rstrip(".")})' if detail else
+                'pickled objects')
         return CheckpointError(
-            f'refused to load checkpoint {filename!r}: it contains pickled '
-            f'objects outside kd_plugins\' allow-list ({first}). Checkpoints '
-            'are loaded with weights_only=True, so a file carrying arbitrary '
-            'Python objects is never executed.\n  Fix: use a checkpoint '
-            'written by mmengine/mmpretrain/kd_plugins; if you trust this '
-            'file, re-save only its tensors: torch.save({"state_dict": '
+            f'refused to load checkpoint {filename!r}: it contains {what}, '
+            'outside kd_plugins\' allow-list. Checkpoints are loaded with '
+            'weights_only=True, so a file carrying arbitrary Python objects '
+            'is never executed.\n  Fix: use a checkpoint written by '
+            'mmengine/mmpretrain/kd_plugins; if you trust this file, re-save '
+            'only its tensors: torch.save({"state_dict": '
             'model.state_dict()}, PATH).')
+    head = (f'checkpoint {filename!r} is unreadable - truncated or corrupt '
+            f'({type(err).__name__}: {first}).\n  Fix: ')
+    teacher_fix = ('re-download or re-train the teacher and pass it with '
+                   '--cfg-options model.teacher_ckpt=PATH (model.teacher_ckpts'
+                   '=[...] for ATSC and several teachers).')
     folder = os.path.dirname(os.path.abspath(filename))
-    return CheckpointError(
-        f'checkpoint {filename!r} is unreadable - truncated or corrupt '
-        f'({type(err).__name__}: {first}).\n  Fix: delete it and resume '
-        'from an earlier checkpoint, e.g. --resume '
-        f'{_newest_other(folder, filename) or "work_dirs/RUN/epoch_N.pth"}; '
-        'for a teacher, re-download or re-train it.')
+    other = _newest_other(folder, filename) or 'work_dirs/RUN/epoch_N.pth'
+    resume_fix = ('delete it and resume from an earlier checkpoint, e.g. '
+                  f'--resume {other}')
+    if role == 'teacher':
+        return CheckpointError(head + 'this is a teacher checkpoint: '
+                               + teacher_fix)
+    if role == 'resume':
+        return CheckpointError(head + resume_fix + '.')
+    return CheckpointError(head + resume_fix + '; if it is a teacher, '
+                           + teacher_fix)
 
 
 def _newest_other(folder: str, filename: str):
@@ -409,9 +437,11 @@ def _newest_other(folder: str, filename: str):
     return max(others, key=os.path.getmtime) if others else None
 
 
-def load_local_checkpoint(filename: str, map_location=None):
+def load_local_checkpoint(filename: str, map_location=None,
+                          role: str | None = None):
     """``torch.load(filename, weights_only=True)`` with errors that name the
-    file (used by mmengine's local loader and by kd_plugins' own tools)."""
+    file and, with ``role`` ('teacher' / 'resume'), the right fix (used by
+    mmengine's local loader and by kd_plugins' own tools)."""
     filename = os.path.expanduser(filename)
     if not os.path.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
@@ -421,7 +451,7 @@ def load_local_checkpoint(filename: str, map_location=None):
     except (FileNotFoundError, MemoryError, KeyboardInterrupt):
         raise
     except Exception as err:  # torch raises many types for a bad file
-        raise _checkpoint_error(filename, err) from err
+        raise _checkpoint_error(filename, err, role) from err
 
 
 def _patch_checkpoint_loader() -> None:

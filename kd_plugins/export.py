@@ -113,17 +113,55 @@ def export_student(config: str | Config, checkpoint: str,
                          source=osp.abspath(checkpoint))
 
 
+def training_size(cfg: Config) -> int | None:
+    """The side of the images the student was trained on: the data set's
+    ``img_size`` (Digits) or the train pipeline's crop; None if unknown."""
+    train = _to_dict(cfg.get('train_dataloader') or {})
+    ds = train.get('dataset') or {}
+    while 'dataset' in ds and 'pipeline' not in ds:  # data set wrappers
+        ds = ds['dataset']
+    if ds.get('img_size'):
+        return int(ds['img_size'])
+    for t in ds.get('pipeline') or []:
+        for key in ('crop_size', 'scale'):
+            v = t.get(key)
+            if 'Crop' in str(t.get('type')) and v:
+                return int(v[0] if isinstance(v, (list, tuple)) else v)
+    return None
+
+
+def with_resize(pipeline: list, size: int | None) -> list:
+    """``pipeline`` with a ``Resize`` to ``size`` x ``size`` before packing
+    when it neither resizes nor crops: an image of another size (e.g. a
+    native 8x8 digit) then reaches the model at the size it was trained on
+    instead of being classified, wrongly, at its own size."""
+    if size is None or any(('Resize' in str(t.get('type')) or 'Crop' in
+                            str(t.get('type'))) for t in pipeline):
+        return pipeline
+    at = next((i for i, t in enumerate(pipeline)
+               if 'Pack' in str(t.get('type'))), len(pipeline))
+    return (pipeline[:at] + [dict(type='Resize', scale=(size, size))]
+            + pipeline[at:])
+
+
 def student_run_config(cfg: Config, student: dict) -> dict:
     """A plain mmpretrain config for ``student`` with the run's data
-    preprocessor, val/test data and evaluators."""
+    preprocessor, val/test data and evaluators; a test pipeline that does
+    not resize gets a ``Resize`` to the training size (any image size works,
+    e.g. with ``ImageClassificationInferencer``)."""
     out = dict(model=student, default_scope='mmpretrain')
     if cfg.get('data_preprocessor') is not None:
         out['data_preprocessor'] = _to_dict(cfg.data_preprocessor)
         out['model']['data_preprocessor'] = _to_dict(cfg.data_preprocessor)
+    size = training_size(cfg)
     for key in ('val_dataloader', 'val_evaluator', 'test_dataloader',
                 'test_evaluator', 'val_cfg', 'test_cfg'):
         if cfg.get(key) is not None:
             out[key] = _to_dict(cfg[key])
+            ds = out[key].get('dataset') if key.endswith('dataloader') \
+                else None
+            if isinstance(ds, dict) and ds.get('pipeline') is not None:
+                ds['pipeline'] = with_resize(list(ds['pipeline']), size)
     if _uses_kd_plugins(out):
         out['custom_imports'] = dict(imports=['kd_plugins'],
                                      allow_failed_imports=False)

@@ -62,9 +62,11 @@ def test_teacher_checkpoint_truncated(digits_teacher, tmp_path):
         data = f.read()
     with open(bad, 'wb') as f:
         f.write(data[:len(data) // 2])
-    _fails([KD, '--work-dir', str(tmp_path / 'wd'), '--cfg-options',
-            f'model.teacher_ckpt={bad}'],
-           f"checkpoint '{bad}' is unreadable - truncated or corrupt")
+    out = _fails([KD, '--work-dir', str(tmp_path / 'wd'), '--cfg-options',
+                  f'model.teacher_ckpt={bad}'],
+                 f"checkpoint '{bad}' is unreadable - truncated or corrupt",
+                 'this is a teacher checkpoint', 'model.teacher_ckpt=PATH')
+    assert '--resume' not in out  # a teacher is not resumed
 
 
 def test_teacher_checkpoint_of_another_architecture(digits_teacher,
@@ -252,8 +254,11 @@ def test_malicious_checkpoint_is_refused(digits_teacher, tmp_path, where):
         args = [KD, '--cfg-options', f'model.teacher_ckpt={evil}']
     else:
         args = ['configs/demo/teacher_digits.py', '--resume', evil]
-    _fails([*args, '--work-dir', str(tmp_path / 'wd')],
-           f"refused to load checkpoint '{evil}'", 'weights_only=True')
+    out = _fails([*args, '--work-dir', str(tmp_path / 'wd')],
+                 f"refused to load checkpoint '{evil}'", 'weights_only=True',
+                 "outside kd_plugins' allow-list")
+    # torch's own text is not pasted (raw terminal codes, cut sentences)
+    assert '\x1b[' not in out and 'Weights only load failed' not in out
     assert not osp.exists(marker), 'the pickled payload ran'
     # the same file *would* run code when loaded without weights_only
     torch.load(evil, weights_only=False)

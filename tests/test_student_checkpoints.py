@@ -46,6 +46,21 @@ def test_student_copies_follow_the_checkpoints(digits_teacher, tmp_path):
     img = (torch.rand(32, 32, 3) * 255).to(torch.uint8).numpy()
     res = inferencer(img)[0]
     assert res['pred_class'] in [str(i) for i in range(10)]
+    # an image of another size (a native 8x8 digit PNG) is resized to the
+    # training size: the same prediction as the 32x32 test image
+    import cv2
+    import numpy as np
+
+    from kd_plugins.datasets.digits import load_digits_split, to_rgb_uint8
+    images, _ = load_digits_split('test')
+    agree = []
+    for i, digit in enumerate(images[:20]):
+        png = str(tmp_path / f'digit{i}.png')
+        cv2.imwrite(png, np.clip(digit * 255 / 16, 0, 255).astype(np.uint8))
+        small = inferencer(png)[0]['pred_label']
+        big = inferencer(to_rgb_uint8(digit, 32))[0]['pred_label']
+        agree.append(small == big)
+    assert sum(agree) >= 19, agree
     # mmpretrain's shipped test.py on the copy == the distiller's top-1
     m1 = tmp_path / 'm1.json'
     run_tool(['tools/test.py', KD, osp.join(wd, 'epoch_3.pth'),

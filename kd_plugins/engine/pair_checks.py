@@ -273,6 +273,7 @@ def check_pairs(cfg: Config) -> None:
             check_class_counts(student, where, teacher)
         if not ckpt_path or '://' in str(ckpt_path):
             continue
-        ckpt = load_local_checkpoint(ckpt_path, map_location='cpu')
+        ckpt = load_local_checkpoint(ckpt_path, map_location='cpu',
+                                     role='teacher')
         check_teacher_weights(where, ckpt_path, teacher, ckpt)
         check_class_names(cfg, where, ckpt_path, ckpt)

@@ -1,6 +1,6 @@
 # AEKT, CIFAR-100 resnet32x4 (teacher) -> resnet8x4.
 # NOTE: the AEKT loss is a documented RECONSTRUCTION from the paper's abstract
-# and DKD's gradient analysis (kd_plugins/losses/aekt.py, shared/specs/aekt.md).
+# and DKD's gradient analysis (kd_plugins/losses/aekt.py, docs/methods/aekt.md).
 # Recipe (DKD's): 240 epochs, batch 64, SGD lr 0.05, wd 5e-4, x0.1 at
 # 150/180/210; tau 4, alpha 1, beta 8, 20-epoch warm-up.
 # Reference top-1 (DKD paper): T 79.42, S 72.50, KD 73.33, DKD 76.32.

@@ -1,6 +1,6 @@
 # AEKT, ImageNet ResNet-34 (teacher, official mmpretrain weights) -> ResNet-18.
 # NOTE: the AEKT loss is a documented RECONSTRUCTION from the paper's abstract
-# and DKD's gradient analysis (kd_plugins/losses/aekt.py, shared/specs/aekt.md).
+# and DKD's gradient analysis (kd_plugins/losses/aekt.py, docs/methods/aekt.md).
 # Recipe (DKD's): 100 epochs, batch 512 (8 GPUs x 64), SGD lr 0.2, momentum
 # 0.9, wd 1e-4, x0.1 at 30/60/90; tau 1, alpha 1, beta 0.5, 1-epoch warm-up.
 # Reference top-1 (DKD paper): T 73.31, S 69.75, KD 70.66, DKD 71.70.

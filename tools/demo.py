@@ -265,6 +265,8 @@ def main(argv=None) -> dict:
         options=needs_options(r, ckpts) + [
             f'train_cfg.max_epochs={epochs_of(8)}']) for r in prep])
     ckpts.update({r['row']: r['checkpoint'] for r in res if r['ok']})
+    for name, path in ckpts.items():  # stable names the demo configs use
+        shutil.copy(path, osp.join(args.work_dir, f'{name}.pth'))
     stats_file = None
     if any(r.stats_keys for r in rows):
         stats_file = osp.join(args.work_dir, 'kd_layer_stats.npz')

@@ -1,8 +1,8 @@
 # AEKT on the Digits demo pair (teacher ResNet-18 w16 -> student ResNet-10 w8).
 # NOTE: the AEKT loss is a documented RECONSTRUCTION from the paper's abstract
-# and DKD's gradient analysis (kd_plugins/losses/aekt.py, shared/specs/aekt.md).
+# and DKD's gradient analysis (kd_plugins/losses/aekt.py, docs/methods/aekt.md).
 #   python tools/train.py configs/demo/aekt_digits.py \
-#       --cfg-options model.teacher_ckpt=work_dirs/teacher_digits/epoch_12.pth
+#       --cfg-options model.teacher_ckpt=work_dirs/demo/teacher.pth
 _base_ = [
     '../_base_/models/demo_digits.py', '../_base_/datasets/digits.py',
     '../_base_/schedules/digits_cosine.py', '../_base_/default_runtime.py',
@@ -24,6 +24,6 @@ model = dict(
     data_preprocessor=_base_.data_preprocessor,
     architecture=_student,
     teacher=dict(**_base_.teacher_model, data_preprocessor=_cls_pre),
-    teacher_ckpt='work_dirs/teacher_digits/epoch_12.pth',
+    teacher_ckpt='work_dirs/demo/teacher.pth',
     distiller=_distiller)
 default_hooks = dict(logger=dict(interval=10))

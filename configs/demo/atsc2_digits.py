@@ -2,7 +2,7 @@
 # trained with another seed), one projector each; the student's prediction is
 # the mean of the two shared-classifier logits, the loss the sum.
 #   python tools/train.py configs/demo/atsc2_digits.py --cfg-options \
-#     "model.teacher_ckpts=[work_dirs/teacher_digits/epoch_12.pth,work_dirs/teacher2_digits/epoch_12.pth]"
+#     "model.teacher_ckpts=[work_dirs/demo/teacher.pth,work_dirs/demo/teacher2.pth]"
 _base_ = ['./atsc_digits.py']
 _cls_pre = dict(type='mmpretrain.ClsDataPreprocessor')
 model = dict(
@@ -10,8 +10,8 @@ model = dict(
         dict(**_base_.teacher_model, data_preprocessor=_cls_pre),
         dict(**_base_.teacher_model, data_preprocessor=_cls_pre),
     ],
-    teacher_ckpts=['work_dirs/teacher_digits/epoch_12.pth',
-                   'work_dirs/teacher2_digits/epoch_12.pth'],
+    teacher_ckpts=['work_dirs/demo/teacher.pth',
+                   'work_dirs/demo/teacher2.pth'],
     projectors=[
         dict(type='ATSCProjector', in_channels=32, out_channels=128),
         dict(type='ATSCProjector', in_channels=32, out_channels=128),

@@ -3,7 +3,7 @@
 # 4x4; the student map is pooled to 4x4) and predicts with the teacher's live
 # classifier; the teacher adapts, anchored to its pre-trained weights.
 #   python tools/train.py configs/demo/atsc_digits.py \
-#       --cfg-options model.teacher_ckpts=work_dirs/teacher_digits/epoch_12.pth
+#       --cfg-options model.teacher_ckpts=work_dirs/demo/teacher.pth
 _base_ = [
     '../_base_/models/demo_digits.py', '../_base_/datasets/digits.py',
     '../_base_/schedules/digits_cosine.py', '../_base_/default_runtime.py'
@@ -15,7 +15,7 @@ model = dict(
     data_preprocessor=_base_.data_preprocessor,
     architecture=dict(**_base_.student_model, data_preprocessor=_cls_pre),
     teachers=[dict(**_base_.teacher_model, data_preprocessor=_cls_pre)],
-    teacher_ckpts=['work_dirs/teacher_digits/epoch_12.pth'],
+    teacher_ckpts=['work_dirs/demo/teacher.pth'],
     projectors=[dict(type='ATSCProjector', in_channels=32, out_channels=128,
                      factor=2)],
     mse_weight=1.0,  # b

@@ -1,8 +1,8 @@
 # IE-KD stage 2 on Digits: CE + inheritance/exploration losses (lambda 50 each,
 # 50/50 channel split) against the frozen stage-1 teacher encoder.
 #   python tools/train.py configs/demo/ie_kd_digits.py --cfg-options \
-#     model.teacher_ckpt=work_dirs/teacher_digits/epoch_12.pth \
-#     model.distiller.connectors.t_enc.stage1_ckpt=work_dirs/ie_kd_stage1_digits/epoch_8.pth
+#     model.teacher_ckpt=work_dirs/demo/teacher.pth \
+#     model.distiller.connectors.t_enc.stage1_ckpt=work_dirs/demo/ie_stage1.pth
 _base_ = [
     '../_base_/models/demo_digits.py', '../_base_/datasets/digits.py',
     '../_base_/schedules/digits_cosine.py', '../_base_/default_runtime.py',
@@ -11,14 +11,14 @@ _base_ = [
 _cls_pre = dict(type='mmpretrain.ClsDataPreprocessor')
 _connectors = _base_.ie_connectors
 _connectors['t_enc']['stage1_ckpt'] = \
-    'work_dirs/ie_kd_stage1_digits/epoch_8.pth'
+    'work_dirs/demo/ie_stage1.pth'
 model = dict(
     _scope_='mmrazor',
     type='FastDistill',
     data_preprocessor=_base_.data_preprocessor,
     architecture=dict(**_base_.student_model, data_preprocessor=_cls_pre),
     teacher=dict(**_base_.teacher_model, data_preprocessor=_cls_pre),
-    teacher_ckpt='work_dirs/teacher_digits/epoch_12.pth',
+    teacher_ckpt='work_dirs/demo/teacher.pth',
     distiller=dict(
         type='ConfigurableDistiller',
         student_recorders=_base_.ie_student_recorders,

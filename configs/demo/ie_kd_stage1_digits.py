@@ -4,7 +4,7 @@
 # student_trainable=False, calculate_student_loss=False). Its checkpoint holds
 # the teacher encoder that stage 2 (configs/demo/ie_kd_digits.py) loads.
 #   python tools/train.py configs/demo/ie_kd_stage1_digits.py \
-#       --cfg-options model.teacher_ckpt=work_dirs/teacher_digits/epoch_12.pth
+#       --cfg-options model.teacher_ckpt=work_dirs/demo/teacher.pth
 _base_ = [
     '../_base_/models/demo_digits.py', '../_base_/datasets/digits.py',
     '../_base_/schedules/digits_cosine.py', '../_base_/default_runtime.py',
@@ -20,7 +20,7 @@ model = dict(
     data_preprocessor=_base_.data_preprocessor,
     architecture=dict(**_base_.student_model, data_preprocessor=_cls_pre),
     teacher=dict(**_base_.teacher_model, data_preprocessor=_cls_pre),
-    teacher_ckpt='work_dirs/teacher_digits/epoch_12.pth',
+    teacher_ckpt='work_dirs/demo/teacher.pth',
     student_trainable=False,
     calculate_student_loss=False,
     distiller=_s1)

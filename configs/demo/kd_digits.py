@@ -2,7 +2,7 @@
 # FastDistill (mmrazor's SingleTeacherDistill + the fast path) on the Digits
 # pair; every method in kd_plugins is compared to it.
 #   python tools/train.py configs/demo/kd_digits.py \
-#       --cfg-options model.teacher_ckpt=work_dirs/teacher_digits/epoch_12.pth
+#       --cfg-options model.teacher_ckpt=work_dirs/demo/teacher.pth
 _base_ = [
     '../_base_/models/demo_digits.py', '../_base_/datasets/digits.py',
     '../_base_/schedules/digits_cosine.py', '../_base_/default_runtime.py',
@@ -15,6 +15,6 @@ model = dict(
     data_preprocessor=_base_.data_preprocessor,
     architecture=dict(**_base_.student_model, data_preprocessor=_cls_pre),
     teacher=dict(**_base_.teacher_model, data_preprocessor=_cls_pre),
-    teacher_ckpt='work_dirs/teacher_digits/epoch_12.pth',
+    teacher_ckpt='work_dirs/demo/teacher.pth',
     distiller=_base_.kd_distiller)  # tau 4
 default_hooks = dict(logger=dict(interval=10))

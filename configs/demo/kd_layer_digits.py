@@ -2,15 +2,15 @@
 # (penultimate, K = 64) and after the first block of it (intermediate, 8
 # subclasses x 10 classes), supervised by the teacher's decisions.
 #   1) python tools/kd_layer_stats.py configs/demo/kd_layer_digits.py \
-#          work_dirs/teacher_digits/epoch_12.pth work_dirs/kd_layer_stats_digits.npz
+#          work_dirs/demo/teacher.pth work_dirs/demo/kd_layer_stats.npz
 #   2) python tools/train.py configs/demo/kd_layer_digits.py \
-#          --cfg-options model.teacher_ckpt=work_dirs/teacher_digits/epoch_12.pth
+#          --cfg-options model.teacher_ckpt=work_dirs/demo/teacher.pth
 _base_ = [
     '../_base_/models/demo_digits.py', '../_base_/datasets/digits.py',
     '../_base_/schedules/digits_cosine.py', '../_base_/default_runtime.py',
     '../_base_/distill/kd_layer.py'
 ]
-stats_file = 'work_dirs/kd_layer_stats_digits.npz'
+stats_file = 'work_dirs/demo/kd_layer_stats.npz'
 kd_layer_stats = dict(
     penultimate=dict(teacher_layer='backbone.layer4', num_templates=64),
     intermediate=dict(teacher_layer='backbone.layer4.0', lda_dim=60,
@@ -40,6 +40,6 @@ model = dict(
     data_preprocessor=_base_.data_preprocessor,
     architecture=_student,
     teacher=dict(**_base_.teacher_model, data_preprocessor=_cls_pre),
-    teacher_ckpt='work_dirs/teacher_digits/epoch_12.pth',
+    teacher_ckpt='work_dirs/demo/teacher.pth',
     distiller=_d)
 default_hooks = dict(logger=dict(interval=10))

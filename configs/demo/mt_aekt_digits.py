@@ -3,7 +3,7 @@
 # (MultiTeacherDistill, combine='confidence'); loss settings as
 # configs/demo/aekt_digits.py.
 #   python tools/train.py configs/demo/mt_aekt_digits.py --cfg-options \
-#       model.teacher_ckpts=[work_dirs/demo/teacher/epoch_30.pth,work_dirs/demo/teacher2/epoch_30.pth]
+#       model.teacher_ckpts=[work_dirs/demo/teacher.pth,work_dirs/demo/teacher2.pth]
 _base_ = ['./aekt_digits.py']
 _m = _base_.model
 model = dict(
@@ -13,7 +13,7 @@ model = dict(
     data_preprocessor=_m.data_preprocessor,
     architecture=_m.architecture,
     teachers=[_m.teacher, _m.teacher],
-    teacher_ckpts=['work_dirs/demo/teacher/epoch_30.pth',
-                   'work_dirs/demo/teacher2/epoch_30.pth'],
+    teacher_ckpts=['work_dirs/demo/teacher.pth',
+                   'work_dirs/demo/teacher2.pth'],
     combine='confidence',
     distiller=_m.distiller)

@@ -2,7 +2,7 @@
 # and 1) -> the demo student, mmrazor's KLDivergence (tau 4) on the mean of
 # the teachers' logits (MultiTeacherDistill, combine='mean_logits').
 #   python tools/train.py configs/demo/mt_kd_digits.py --cfg-options \
-#       model.teacher_ckpts=[work_dirs/demo/teacher/epoch_30.pth,work_dirs/demo/teacher2/epoch_30.pth]
+#       model.teacher_ckpts=[work_dirs/demo/teacher.pth,work_dirs/demo/teacher2.pth]
 _base_ = [
     '../_base_/models/demo_digits.py', '../_base_/datasets/digits.py',
     '../_base_/schedules/digits_cosine.py', '../_base_/default_runtime.py',
@@ -16,8 +16,8 @@ model = dict(
     architecture=dict(**_base_.student_model, data_preprocessor=_cls_pre),
     teachers=[dict(**_base_.teacher_model, data_preprocessor=_cls_pre),
               dict(**_base_.teacher_model, data_preprocessor=_cls_pre)],
-    teacher_ckpts=['work_dirs/demo/teacher/epoch_30.pth',
-                   'work_dirs/demo/teacher2/epoch_30.pth'],
+    teacher_ckpts=['work_dirs/demo/teacher.pth',
+                   'work_dirs/demo/teacher2.pth'],
     combine='mean_logits',  # or 'mean_probs' (tau=4), 'confidence',
                             # 'per_teacher'
     distiller=_base_.kd_distiller)

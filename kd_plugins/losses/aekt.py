@@ -2,7 +2,7 @@
 arXiv 2409.01679).
 
 RECONSTRUCTION: the paper's full text and code were not available; this loss
-follows ``shared/specs/aekt.md``, built from the abstract and DKD's gradient
+follows ``docs/methods/aekt.md``, built from the abstract and DKD's gradient
 analysis (Zhao et al., CVPR 2022). Every part is switchable so that a user
 with the paper can change it.
 

@@ -1,6 +1,6 @@
 """KD layer (letKD) — "Knowledge Distillation Layer that Lets the Student
 Decide" (Gorgun, Gurbuz, Alatan, BMVC 2023, arXiv 2309.02843); spec
-``shared/specs/kd_layer.md``. The layer is kept in the deployed student.
+``docs/methods/kd_layer.md``. The layer is kept in the deployed student.
 
     scores = s1 * cos(x_i, w_k)            match: 1x1 cosine conv C -> K (s1 = 3)
     a      = ReLU(BN_K(scores))            soft assignment

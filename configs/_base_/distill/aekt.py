@@ -1,7 +1,7 @@
 # AEKT distiller wiring shared by the AEKT configs (mmrazor ConfigurableDistiller):
 # student z_kd from AEKTHead.kd_out, teacher logits from head.fc, labels from
 # the student's loss module. Set the loss parameters in the method config.
-# NOTE: the AEKT loss is a documented RECONSTRUCTION (shared/specs/aekt.md).
+# NOTE: the AEKT loss is a documented RECONSTRUCTION (docs/methods/aekt.md).
 aekt_distiller = dict(
     type='ConfigurableDistiller',
     student_recorders=dict(

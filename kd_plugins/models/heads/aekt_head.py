@@ -1,6 +1,6 @@
 """AEKT student head: classification and distillation as two tasks.
 
-RECONSTRUCTION (see ``kd_plugins/losses/aekt.py``): a C x C "serialization"
+RECONSTRUCTION (see ``docs/methods/aekt.md``): a C x C "serialization"
 linear layer, initialised to the identity, models inter-class relations
 between the classification logits and the distilled logits.
 

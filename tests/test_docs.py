@@ -1,0 +1,109 @@
+"""The documentation cannot rot silently: links resolve, every command names
+tools and configs that exist, nothing cites files a clone does not have, and
+the "After make demo" commands of docs/training.md run as written after a
+(two-epoch) demo."""
+import glob
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+DOCS = [osp.join(ROOT, 'README.md')] + sorted(
+    glob.glob(osp.join(ROOT, 'docs', '**', '*.md'), recursive=True))
+
+
+def _blocks(path):
+    """Fenced code blocks: (language, text)."""
+    text = open(path, encoding='utf-8').read()
+    return re.findall(r'```(\w*)\n(.*?)```', text, re.S)
+
+
+def _commands(text):
+    """Shell commands of a block, continuation lines joined."""
+    joined = re.sub(r'\\\n\s*', ' ', text)
+    return [line.strip() for line in joined.splitlines()
+            if line.strip() and not line.strip().startswith('#')]
+
+
+@pytest.mark.parametrize('path', DOCS, ids=lambda p: osp.relpath(p, ROOT))
+def test_links_resolve(path):
+    text = open(path, encoding='utf-8').read()
+    for target in re.findall(r'\]\(([^)#\s]+)(?:#[^)]*)?\)', text):
+        if '://' in target or target.startswith('mailto:'):
+            continue
+        assert osp.exists(osp.join(osp.dirname(path), target)), \
+            f'{osp.relpath(path, ROOT)} links to {target!r}'
+
+
+@pytest.mark.parametrize('path', DOCS, ids=lambda p: osp.relpath(p, ROOT))
+def test_commands_name_existing_tools_and_configs(path):
+    checked = 0
+    for lang, block in _blocks(path):
+        if lang not in ('bash', 'sh', ''):
+            continue
+        for cmd in _commands(block):
+            for tool in re.findall(r'(?:python|bash)\s+(tools/\S+)', cmd):
+                assert osp.isfile(osp.join(ROOT, tool)), (path, cmd)
+                checked += 1
+            for cfg in re.findall(r'(configs/\S+?\.py)', cmd):
+                assert osp.isfile(osp.join(ROOT, cfg)), (path, cmd)
+    if osp.basename(path) in ('training.md', 'distributed.md', 'speed.md'):
+        assert checked, f'{path}: no command found (fences changed?)'
+
+
+def test_no_reference_to_files_outside_the_project():
+    files = DOCS + glob.glob(osp.join(ROOT, 'kd_plugins', '**', '*.py'),
+                             recursive=True) + glob.glob(
+        osp.join(ROOT, 'configs', '**', '*.py'), recursive=True) + glob.glob(
+        osp.join(ROOT, 'tools', '*.py'))
+    bad = [osp.relpath(f, ROOT) for f in files
+           if 'shared/specs' in open(f, encoding='utf-8').read()]
+    assert not bad, f'cite docs/methods/*.md instead: {bad}'
+
+
+def test_readme_is_a_short_index():
+    text = open(osp.join(ROOT, 'README.md'), encoding='utf-8').read()
+    assert len(text.splitlines()) <= 220
+    for guide in ('docs/training.md', 'docs/distributed.md', 'docs/speed.md',
+                  'docs/troubleshooting.md', 'docs/configs.md',
+                  'docs/benchmark.md', 'docs/methods/aekt.md',
+                  'docs/methods/atsc.md', 'docs/methods/ie_kd.md',
+                  'docs/methods/kd_layer.md',
+                  'docs/methods/multi_teacher.md'):
+        assert f']({guide}' in text, guide
+    # the test command the README gives is the one CI runs
+    assert 'make test' in text and 'make test' in open(
+        osp.join(ROOT, '.ci', 'run')).read()
+
+
+def _after_demo_block():
+    text = open(osp.join(ROOT, 'docs', 'training.md'), encoding='utf-8').read()
+    section = text.split('## After `make demo`', 1)[1]
+    return re.search(r'```bash\n(.*?)```', section, re.S).group(1)
+
+
+def test_after_make_demo_commands_run_as_written(tmp_path):
+    """A two-epoch demo of the rows the block uses, in a scratch copy of
+    the project layout (symlinks), then the block line by line."""
+    for name in ('configs', 'tools', 'kd_plugins', 'docs'):
+        os.symlink(osp.join(ROOT, name), tmp_path / name)
+    env = dict(os.environ, PYTHONUNBUFFERED='1',
+               PATH=osp.dirname(sys.executable) + os.pathsep +
+               os.environ.get('PATH', ''))
+    demo = subprocess.run(
+        [sys.executable, 'tools/demo.py', '--epochs', '2', '--only', 'kd',
+         'aekt'], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=1500)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    for cmd in _commands(_after_demo_block()):
+        proc = subprocess.run(['bash', '-c', cmd], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, (cmd, proc.stdout[-2000:],
+                                      proc.stderr[-3000:])
+    assert (tmp_path / 'work_dirs/demo/aekt_serialization.png').is_file()
+    assert (tmp_path / 'work_dirs/kd_digits_export/student.pth').is_file()

@@ -127,11 +127,19 @@ def test_amp_without_gpu_is_a_clear_error(tmp_path):
 
 def test_demo_runs_quickly_and_prints_the_table(tmp_path):
     proc = run_tool(['tools/demo.py', '--epochs', '2', '--only', 'kd',
-                     '--work-dir', str(tmp_path)])
-    assert '| method | top-1 (%) | train time (s) |' in proc.stdout
-    rows = json.loads((tmp_path / 'results.json').read_text())
-    assert [r['step'] for r in rows] == ['teacher', 'kd']
-    assert all(0.0 <= r['top1'] <= 100.0 for r in rows)
+                     '--work-dir', str(tmp_path), '--seeds', '2',
+                     '--choices', str(tmp_path / 'none.json')])
+    assert 'defaults (lr 0.2' in proc.stdout  # no tuned choices to read
+    assert '| method | lr | epochs | top-1 (%) |' in proc.stdout
+    report = json.loads((tmp_path / 'results.json').read_text())
+    rows = {r['name']: r for r in report['results']['few-labels']}
+    assert list(rows) == ['teacher', 'student', 'kd']
+    assert rows['kd']['test']['n'] == 2
+    assert 0.0 <= rows['kd']['test']['mean'] <= 100.0
+    assert rows['kd']['vs_student']['verdict'] in ('better', 'worse',
+                                                  'within noise')
+    assert (tmp_path / 'results.png').is_file()
+    assert (tmp_path / 'teacher.pth').is_file()  # what the configs read
 
 
 # --------------------------------------- file arguments: one clean message

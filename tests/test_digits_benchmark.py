@@ -1,0 +1,84 @@
+"""The Digits benchmark's statistics, verdicts, table and chart on synthetic
+numbers, and its row selection (tools/demo.py runs it end to end in
+tests/test_docs.py)."""
+import math
+
+import pytest
+
+from kd_plugins.digits_benchmark import (ROWS, chart, markdown, select,
+                                         summarize, verdict, welch)
+
+
+def test_summary_is_mean_and_sample_std():
+    s = summarize([90.0, 92.0, 94.0])
+    assert s['mean'] == pytest.approx(92.0) and s['n'] == 3
+    assert s['std'] == pytest.approx(2.0)  # ddof 1
+    assert summarize([88.0])['std'] == 0.0
+
+
+def test_welch_by_hand():
+    a, b = [90.0, 91.0, 93.0], [85.0, 86.5, 90.0]
+    ma, mb = sum(a) / 3, sum(b) / 3
+    va = sum((x - ma)**2 for x in a) / 2
+    vb = sum((x - mb)**2 for x in b) / 2
+    t_hand = (ma - mb) / math.sqrt(va / 3 + vb / 3)
+    t, p = welch(a, b)
+    assert t == pytest.approx(t_hand)
+    # Welch-Satterthwaite degrees of freedom, two-sided p
+    from scipy import stats
+    df = (va / 3 + vb / 3)**2 / ((va / 3)**2 / 2 + (vb / 3)**2 / 2)
+    assert p == pytest.approx(2 * stats.t.sf(abs(t_hand), df))
+
+
+def test_verdicts():
+    assert verdict([95, 96, 97], [80, 81, 82])['verdict'] == 'better'
+    assert verdict([80, 81, 82], [95, 96, 97])['verdict'] == 'worse'
+    v = verdict([90, 94, 86], [89, 93, 88])
+    assert v['verdict'] == 'within noise' and v['p'] > 0.05
+    assert verdict([90.0], [80.0])['verdict'] == 'n/a (1 seed)'
+    # identical runs (zero variance): equal -> within noise, else by sign
+    assert verdict([90, 90], [90, 90])['verdict'] == 'within noise'
+    assert verdict([91, 91], [90, 90])['verdict'] == 'better'
+
+
+def _rows():
+    base = summarize([80.0, 82.0, 81.0])
+    return [
+        dict(name='teacher', label='Teacher', lr=0.2, epochs=20,
+             test=summarize([99.0])),
+        dict(name='student', label='Student alone', lr=0.2, epochs=60,
+             test=base),
+        dict(name='kd', label='KD', lr=0.1, epochs=60,
+             test=summarize([90.0, 91.0, 92.0]),
+             vs_student=verdict([90.0, 91.0, 92.0], base['values'])),
+        dict(name='atsc', label='ATSC', lr=0.1, epochs=60,
+             test=summarize([70.0, 72.0, 71.0]),
+             vs_student=verdict([70.0, 72.0, 71.0], base['values']),
+             vs_kd=verdict([70.0, 72.0, 71.0], [90.0, 91.0, 92.0])),
+    ]
+
+
+def test_markdown_table_has_every_row_and_verdict(tmp_path):
+    text = markdown('few-labels', _rows())
+    lines = [line for line in text.splitlines() if line.startswith('| ')]
+    assert len(lines) == 2 + 4  # header, rule, rows
+    kd = next(line for line in lines if line.startswith('| KD '))
+    assert '91.00 ± 1.00 (n=3)' in kd and 'better (p=' in kd
+    atsc = next(line for line in lines if line.startswith('| ATSC '))
+    assert atsc.count('worse') == 2 and '-10.00' in atsc
+
+
+def test_chart_is_written(tmp_path):
+    path = chart({'full': _rows(), 'few-labels': _rows()},
+                 str(tmp_path / 'c.png'))
+    with open(path, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_row_selection_adds_what_a_row_needs():
+    names = [r.name for r in select(['kd_layer', 'mt_aekt'])]
+    assert names[:2] == ['teacher', 'teacher2']
+    assert 'student' in names  # the baseline is always there
+    names = [r.name for r in select(['ie_kd'])]
+    assert 'ie_stage1' in names and 'teacher' in names
+    assert [r.name for r in select(None)] == [r.name for r in ROWS]

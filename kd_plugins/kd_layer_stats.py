@@ -165,6 +165,39 @@ def location_index(sample_idx: int, hw: int, q: int) -> np.ndarray:
     return (offset + (np.arange(q) * hw) // q) % hw
 
 
+def _plan(shapes: dict, student_hw: dict, labels_all: np.ndarray,
+          spec: dict, max_locations: Optional[int], layers: dict,
+          log: Callable) -> tuple[dict, dict]:
+    """Pooling and locations per image for each layer, from the first
+    batch's teacher map shapes ``{kind: (C, H, W)}``: ({kind: pooled size
+    or None}, {kind: locations kept per image})."""
+    pooled_to, sizes = {}, {}
+    for kind, (c, h, w) in shapes.items():
+        s_hw = student_hw.get(kind)
+        pooled_to[kind] = (s_hw if s_hw and (s_hw[0] < h or s_hw[1] < w)
+                           else None)
+        sizes[kind] = pooled_to[kind] or (h, w)
+    per_image = {k: shapes[k][0] * hw[0] * hw[1] for k, hw in sizes.items()}
+    budget = float(spec.get('max_memory_gb', 8.0)) * 2**30
+    min_per_class = int(spec.get('min_per_class', 1000))
+    quota = {}
+    for kind, (c, h, w) in shapes.items():
+        hw = sizes[kind]
+        quota[kind] = location_quota(
+            labels_all, hw[0] * hw[1], c,
+            budget * per_image[kind] / sum(per_image.values()),
+            min_per_class, max_locations)
+        total, full = int(quota[kind].sum()), len(labels_all) * hw[0] * hw[1]
+        log(f'[kd_layer_stats] {kind}: teacher {layers[kind]} {c}x{h}x{w}'
+            + (f' pooled to {hw[0]}x{hw[1]} (the student map size)'
+               if pooled_to[kind] else '')
+            + f'; keeping {total} of {full} locations '
+            f'({total * c * 4 / 2**30:.2f} GB'
+            + (', all of them)' if total == full else
+               f', sampled: at least {min_per_class} per class)'))
+    return pooled_to, quota
+
+
 def _collect(cfg, teacher_ckpt: str, layers: dict, spec: dict,
              max_locations: Optional[int], log: Callable
              ) -> tuple[dict, dict, dict, dict]:
@@ -202,7 +235,6 @@ def _collect(cfg, teacher_ckpt: str, layers: dict, spec: dict,
         dataset=_with_test_pipeline(train['dataset'], _test_pipeline(cfg))))
     dataset = loader.dataset
     labels_all = np.asarray(dataset.get_gt_labels(), dtype=np.int64)
-    n_img = len(labels_all)
     world, rank = get_world_size(), get_rank()
 
     captured = {}
@@ -222,42 +254,18 @@ def _collect(cfg, teacher_ckpt: str, layers: dict, spec: dict,
                        for ds in data['data_samples']]
                 if it == 0:  # sizes, pooling and the memory plan
                     student_hw = _probe_student_hw(cfg, inputs, layers, log)
-                    budget = float(spec.get('max_memory_gb', 8.0)) * 2**30
-                    sizes = {}
-                    for kind, f in captured.items():
-                        t_hw = tuple(f.shape[2:])
-                        s_hw = student_hw.get(kind)
-                        pooled_to[kind] = (s_hw if s_hw and (
-                            s_hw[0] < t_hw[0] or s_hw[1] < t_hw[1]) else None)
-                        sizes[kind] = (pooled_to[kind] or t_hw)
-                    per_image = {k: captured[k].shape[1] * hw[0] * hw[1]
-                                 for k, hw in sizes.items()}
-                    for kind, f in captured.items():
-                        t_hw, hw, c = tuple(f.shape[2:]), sizes[kind], \
-                            f.shape[1]
-                        layer_budget = budget * per_image[kind] / sum(
-                            per_image.values())
-                        quota[kind] = location_quota(
-                            labels_all, hw[0] * hw[1], c, layer_budget,
-                            int(spec.get('min_per_class', 1000)),
-                            max_locations)
-                        offsets[kind] = np.concatenate(
-                            [[0], np.cumsum(quota[kind])])
-                        total = int(offsets[kind][-1])
-                        if rank == 0:
-                            feats[kind] = np.empty((total, c), np.float32)
-                            labels[kind] = np.repeat(labels_all, quota[kind])
-                        full = n_img * hw[0] * hw[1]
-                        log(f'[kd_layer_stats] {kind}: teacher '
-                            f'{layers[kind]} {c}x{t_hw[0]}x{t_hw[1]}'
-                            + (f' pooled to {hw[0]}x{hw[1]} (the student '
-                               'map size)' if pooled_to[kind] else '')
-                            + f'; keeping {total} of {full} locations '
-                            f'({total * c * 4 / 2**30:.2f} GB'
-                            + (', all of them)' if total == full else
-                               f', sampled: at least '
-                               f'{int(spec.get("min_per_class", 1000))} '
-                               'per class)'))
+                    pooled_to, quota = _plan(
+                        {k: tuple(f.shape[1:]) for k, f in captured.items()},
+                        student_hw, labels_all, spec, max_locations, layers,
+                        log)
+                    offsets = {k: np.concatenate([[0], np.cumsum(q)])
+                               for k, q in quota.items()}
+                    if rank == 0:
+                        for kind, q in quota.items():
+                            feats[kind] = np.empty(
+                                (int(offsets[kind][-1]),
+                                 captured[kind].shape[1]), np.float32)
+                            labels[kind] = np.repeat(labels_all, q)
                 for kind, f in captured.items():
                     if pooled_to[kind]:
                         f = F.adaptive_avg_pool2d(f, pooled_to[kind])

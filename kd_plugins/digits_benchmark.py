@@ -199,6 +199,33 @@ def markdown(regime: str, rows: List[dict]) -> str:
     return '\n'.join(lines)
 
 
+def summary_table(results: Dict[str, List[dict]]) -> str:
+    """Both regimes side by side: test top-1 (mean ± std) and the verdicts
+    against the student alone and KD, one line per method."""
+    regimes = list(results)
+    names, labels = [], {}
+    for rows in results.values():
+        for r in rows:
+            if r['name'] not in labels:
+                names.append(r['name'])
+                labels[r['name']] = r['label']
+    head = '| method |' + ''.join(
+        f' {g} top-1 (%) | vs student | vs KD |' for g in regimes)
+    lines = [head, '| --- |' + ' ---: | --- | --- |' * len(regimes)]
+    for name in names:
+        cells = []
+        for g in regimes:
+            r = next((x for x in results[g] if x['name'] == name), None)
+            if r is None:
+                cells += ['', '', '']
+                continue
+            cells += [_fmt(r['test']),
+                      (r.get('vs_student') or {}).get('verdict', ''),
+                      (r.get('vs_kd') or {}).get('verdict', '')]
+        lines.append(f'| {labels[name]} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 def chart(results: Dict[str, List[dict]], path: str,
           title: str = '') -> str:
     """Bar chart, one panel per regime: mean test top-1 with the standard

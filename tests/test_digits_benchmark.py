@@ -82,3 +82,12 @@ def test_row_selection_adds_what_a_row_needs():
     names = [r.name for r in select(['ie_kd'])]
     assert 'ie_stage1' in names and 'teacher' in names
     assert [r.name for r in select(None)] == [r.name for r in ROWS]
+
+
+def test_summary_table_puts_the_regimes_side_by_side():
+    from kd_plugins.digits_benchmark import summary_table
+    text = summary_table({'full': _rows(), 'few-labels': _rows()[:3]})
+    lines = text.splitlines()
+    assert lines[0].count('top-1 (%)') == 2 and len(lines) == 2 + 4
+    atsc = next(line for line in lines if line.startswith('| ATSC '))
+    assert atsc.count('worse') == 2 and atsc.endswith('|  |  |  |')

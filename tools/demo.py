@@ -39,7 +39,8 @@ if ROOT not in sys.path:
 from kd_plugins.digits_benchmark import (DEFAULT_LR, LR_GRID,  # noqa: E402
                                          REGIMES, TEACHER_EPOCHS, Row,
                                          chart, data_options, markdown,
-                                         select, summarize, verdict)
+                                         select, summarize, summary_table,
+                                         verdict)
 
 CHOICES = 'docs/results/digits_benchmark.json'
 VAL = ['val_dataloader.dataset.split=val',
@@ -197,7 +198,15 @@ def main(argv=None) -> dict:
     p.add_argument('--results-dir',
                    help='also copy results.{json,md,png} here (as '
                    'digits_benchmark.*)')
+    p.add_argument('--report-from', metavar='RESULTS_JSON',
+                   help='only write the table and chart again from a '
+                   'results.json (no training)')
     args = p.parse_args(argv)
+    if args.report_from:
+        with open(args.report_from) as f:
+            report = json.load(f)
+        write_report(report, args.work_dir, args.results_dir)
+        return report
     if args.epochs is not None and args.epochs < 2:
         p.error('--epochs must be >= 2 (1 warm-up epoch + cosine decay)')
     t_start = time.time()
@@ -395,10 +404,13 @@ def write_report(report: dict, work_dir: str, results_dir=None) -> None:
             f"({report['machine']}, {report['seconds'] / 60:.0f} min, "
             f"{report['jobs']} jobs; lr/epochs {report['choices_source']})",
             '']
+    text += ['Summary (both regimes):', '', summary_table(report['results']),
+             '']
     for regime, rows in report['results'].items():
         text += [markdown(regime, rows), '']
     md = '\n'.join(text)
     print('\n' + md, flush=True)
+    os.makedirs(work_dir, exist_ok=True)
     paths = {'json': osp.join(work_dir, 'results.json'),
              'md': osp.join(work_dir, 'results.md'),
              'png': osp.join(work_dir, 'results.png')}

@@ -91,3 +91,42 @@ def test_summary_table_puts_the_regimes_side_by_side():
     assert lines[0].count('top-1 (%)') == 2 and len(lines) == 2 + 4
     atsc = next(line for line in lines if line.startswith('| ATSC '))
     assert atsc.count('worse') == 2 and atsc.endswith('|  |  |  |')
+
+
+def test_reuse_only_a_finished_run_with_the_same_options(tmp_path):
+    """``tools/demo.py --reuse``: a run is read from its log only when it
+    finished (last_checkpoint names an existing file) and the config
+    mmengine dumped has every option of the job."""
+    import importlib.util
+    import os.path as osp
+    spec = importlib.util.spec_from_file_location(
+        'demo', osp.join(osp.dirname(osp.dirname(__file__)), 'tools',
+                         'demo.py'))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    wd = tmp_path / 'run'
+    wd.mkdir()
+    (wd / 'kd_digits.py').write_text(
+        "optim_wrapper = dict(optimizer=dict(lr=0.2))\n"
+        "train_cfg = dict(max_epochs=24)\nrandomness = dict(seed=1)\n"
+        "model = dict(teacher_ckpts=['a.pth', 'b.pth'])\n")
+    (wd / 'train.log').write_text(
+        '11/27 08:48:48 - mmengine - INFO - start\n'
+        '11/27 08:52:18 - mmengine - INFO - Epoch(val) [24][3/3]    '
+        'accuracy/top1: 99.7222  data_time: 0.0105\n')
+    job = dict(config='configs/demo/kd_digits.py', work_dir=str(wd),
+               options=['optim_wrapper.optimizer.lr=0.2',
+                        'train_cfg.max_epochs=24', 'randomness.seed=1',
+                        'model.teacher_ckpts=[a.pth,b.pth]'])
+    assert demo.finished_run(job) is None  # no last_checkpoint: unfinished
+    (wd / 'last_checkpoint').write_text(str(wd / 'epoch_24.pth'))
+    assert demo.finished_run(job) is None  # the checkpoint is missing
+    (wd / 'epoch_24.pth').write_bytes(b'')
+    text = demo.finished_run(job)
+    assert demo.parse_log(text)['top1'] == pytest.approx(99.7222)
+    assert demo.log_seconds(text) == 210.0
+    for other in ('optim_wrapper.optimizer.lr=0.4', 'randomness.seed=2',
+                  'train_dataloader.dataset.num_per_class=15',
+                  'model.teacher_ckpts=[a.pth]'):
+        assert demo.finished_run(dict(job, options=job['options'][:1] + [
+            other])) is None, other

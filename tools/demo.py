@@ -70,11 +70,61 @@ def parse_log(text: str) -> dict:
                 last_terms=terms)
 
 
-class Runner:
-    """Runs tools/train.py jobs, ``jobs`` at a time, one thread group each."""
+def log_seconds(text: str):
+    """Seconds between the first and the last timestamp of an mmengine log
+    (``MM/DD HH:MM:SS``; None without two of them)."""
+    stamps = re.findall(r'^(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d) - ', text,
+                        re.M)
+    if len(stamps) < 2:
+        return None
+    import datetime as dt
 
-    def __init__(self, work_dir: str, jobs: int) -> None:
+    def t(m):
+        return dt.datetime(2000, *map(int, m))
+    return round((t(stamps[-1]) - t(stamps[0])).total_seconds(), 1)
+
+
+def finished_run(job: dict):
+    """The log text of a finished run in ``job['work_dir']`` trained with
+    exactly ``job``'s config and options, else None (``--reuse``).
+
+    Finished: ``last_checkpoint`` names an existing file. Same run: the
+    config mmengine dumped there has every ``--cfg-options`` value of
+    ``job`` (parsed as tools/train.py parses it)."""
+    from mmengine.config import Config, DictAction
+    wd = job['work_dir']
+    last, log = osp.join(wd, 'last_checkpoint'), osp.join(wd, 'train.log')
+    dumped = osp.join(wd, osp.basename(job['config']))
+    if not all(osp.isfile(f) for f in (last, log, dumped)):
+        return None
+    with open(last) as f:
+        if not osp.isfile(f.read().strip()):
+            return None
+    cfg = Config.fromfile(dumped).to_dict()
+    for opt in job['options']:
+        key, value = opt.split('=', 1)
+        node = cfg
+        for part in key.split('.'):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        want = DictAction._parse_iterable(value)
+        if isinstance(node, (list, tuple)):
+            node = list(node)
+        if node != want and str(node) != str(want):
+            return None
+    with open(log) as f:
+        return f.read()
+
+
+class Runner:
+    """Runs tools/train.py jobs, ``jobs`` at a time, one thread group each.
+    With ``reuse``, a job whose work dir holds a finished run with the same
+    config and options is read from its log instead of trained again."""
+
+    def __init__(self, work_dir: str, jobs: int, reuse: bool = False) -> None:
         self.work_dir, self.jobs = work_dir, max(1, jobs)
+        self.reuse = reuse
         threads = max(1, (os.cpu_count() or 1) // self.jobs)
         self.env = dict(os.environ, PYTHONUNBUFFERED='1',
                         OMP_NUM_THREADS=str(threads),
@@ -84,6 +134,17 @@ class Runner:
         wd = job['work_dir']
         os.makedirs(wd, exist_ok=True)
         log_path = osp.join(wd, 'train.log')
+        text = finished_run(job) if self.reuse else None
+        if text is not None:
+            with open(osp.join(wd, 'last_checkpoint')) as f:
+                ckpt = f.read().strip()
+            res = dict(job, seconds=log_seconds(text), log=log_path, ok=True,
+                       reused=True, checkpoint=ckpt, **parse_log(text))
+            top1 = res['top1']
+            print(f"[demo] {job['tag']}: reused "
+                  f"{'top-1 %.2f' % top1 if top1 is not None else 'done'} "
+                  f"({res['seconds']} s when it ran)", flush=True)
+            return res
         cmd = [sys.executable, 'tools/train.py', job['config'], '--work-dir',
                wd, '--cfg-options', *job['options']]
         t0 = time.time()
@@ -115,6 +176,10 @@ class Runner:
 def run_stats(runner: Runner, stats_cfg: str, teacher: str, out: str
               ) -> None:
     log = out.replace('.npz', '.log')
+    if runner.reuse and osp.isfile(out) and \
+            osp.getmtime(out) > osp.getmtime(teacher):
+        print(f'[demo] kd_layer statistics: reused {out}', flush=True)
+        return
     with open(log, 'w') as f:
         proc = subprocess.run(
             [sys.executable, 'tools/kd_layer_stats.py', stats_cfg, teacher,
@@ -198,6 +263,10 @@ def main(argv=None) -> dict:
     p.add_argument('--results-dir',
                    help='also copy results.{json,md,png} here (as '
                    'digits_benchmark.*)')
+    p.add_argument('--reuse', action='store_true',
+                   help='read runs already finished in --work-dir with the '
+                   'same config and options from their logs (an interrupted '
+                   'benchmark goes on where it stopped)')
     p.add_argument('--report-from', metavar='RESULTS_JSON',
                    help='only write the table and chart again from a '
                    'results.json (no training)')
@@ -213,7 +282,7 @@ def main(argv=None) -> dict:
     rows = select(args.only)
     regimes = (['full', 'few-labels'] if args.regime == 'both' else
                [args.regime])
-    runner = Runner(args.work_dir, args.jobs)
+    runner = Runner(args.work_dir, args.jobs, args.reuse)
     os.makedirs(args.work_dir, exist_ok=True)
 
     # choices: tuned here, or from the last tuned run, or defaults
@@ -343,6 +412,8 @@ def main(argv=None) -> dict:
                     + data_options(spec['final'])))
         res = runner.run_all(jobs)
         results[regime] = summarize_regime(rows, res, teacher_results)
+    all_runs = tune_log + teacher_results + [
+        x for rs in results.values() for r in rs for x in r.get('runs', [])]
     report = dict(
         date=time.strftime('%Y-%m-%d'),
         command='python tools/demo.py ' + ' '.join(
@@ -350,6 +421,7 @@ def main(argv=None) -> dict:
         machine=f'{platform.machine()}, {os.cpu_count()} cpus, '
         f'{platform.python_version()}',
         seconds=round(time.time() - t_start), jobs=args.jobs,
+        reused_runs=sum(bool(x.get('reused')) for x in all_runs),
         choices_source=source, choices=choices, lr_grid=list(args.lr_grid),
         results=results,
         tuning=[{k: t.get(k) for k in ('row', 'regime', 'lr', 'epochs',
@@ -396,13 +468,18 @@ def summarize_regime(rows, res, teacher_results) -> list:
 
 def _evidence(run: dict) -> dict:
     return {k: run.get(k) for k in ('seed', 'top1', 'seconds', 'loss_tail',
-                                    'last_terms', 'checkpoint', 'error')}
+                                    'last_terms', 'checkpoint', 'error',
+                                    'reused')}
 
 
 def write_report(report: dict, work_dir: str, results_dir=None) -> None:
     text = [f"Digits benchmark, {report['date']}: `{report['command']}` "
             f"({report['machine']}, {report['seconds'] / 60:.0f} min, "
-            f"{report['jobs']} jobs; lr/epochs {report['choices_source']})",
+            f"{report['jobs']} jobs"
+            + (f"; {report['reused_runs']} finished runs reused from an "
+               "interrupted run of the same command (--reuse)"
+               if report.get('reused_runs') else '')
+            + f"; lr/epochs {report['choices_source']})",
             '']
     text += ['Summary (both regimes):', '', summary_table(report['results']),
              '']

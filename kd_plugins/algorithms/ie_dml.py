@@ -54,16 +54,21 @@ from mmengine.optim import OptimWrapperDict
 from mmrazor.models.algorithms.base import BaseAlgorithm
 from mmrazor.registry import MODELS
 
+from ..engine.dist import global_batch_mean
+
 BRANCHES = ('student_a', 'student_b')
 
 
 def factor_spread(factor: torch.Tensor, detach: bool = True) -> torch.Tensor:
     """1 - ||mean_n n(f_n)||^2 over a batch of (N, C, H, W) factors, where
-    n(x) = x / ||x||_2 per sample: 0 when all samples share one factor."""
+    n(x) = x / ||x||_2 per sample: 0 when all samples share one factor.
+
+    Under data parallelism the mean runs over the global batch (all ranks),
+    so the value and the update equal a one-process run's."""
     if detach:
         factor = factor.detach()
     n = F.normalize(factor.float().flatten(1), dim=1)
-    return 1.0 - n.mean(0).pow(2).sum()
+    return 1.0 - global_batch_mean(n).pow(2).sum()
 
 
 @MODELS.register_module()

@@ -57,6 +57,7 @@ class Row:
     options: tuple = ()  # extra --cfg-options
     stats_keys: tuple = ()  # keys that take the KD-layer statistics file
     adapted_teachers: int = 0  # ATSC: evaluate the adapted teacher(s)
+    variant: bool = False  # a variant of a method above: benchmark only
 
     @property
     def depends_on(self) -> set:
@@ -90,13 +91,14 @@ ROWS: List[Row] = [
     Row('atsc_anchor_norm', 'configs/demo/atsc_digits.py',
         'ATSC + anchor_norm (ours: BN anchored too)',
         needs=(('model.teacher_ckpts', ('teacher', )), ),
-        options=('model.anchor_norm=True', ), adapted_teachers=1),
+        options=('model.anchor_norm=True', ), adapted_teachers=1,
+        variant=True),
     Row('ie_kd', 'configs/demo/ie_kd_digits.py', 'IE-KD (CE + IE)',
         needs=T + (('model.distiller.connectors.t_enc.stage1_ckpt',
                     'ie_stage1'), )),
     Row('ie_kd_kd', 'configs/demo/ie_kd_kd_digits.py', 'IE-KD on KD (CE + KD + IE)',
         needs=T + (('model.distiller.connectors.t_enc.stage1_ckpt',
-                    'ie_stage1'), )),
+                    'ie_stage1'), ), variant=True),
     Row('ie_dml', 'configs/demo/ie_dml_digits.py',
         'IE-DML (two students, no teacher; student A)', needs=()),
     Row('kd_layer', 'configs/demo/kd_layer_digits.py',
@@ -104,16 +106,20 @@ ROWS: List[Row] = [
     Row('mt_kd', 'configs/demo/mt_kd_digits.py',
         'KD, two teachers (mean of logits)', needs=TT),
     Row('mt_aekt', 'configs/demo/mt_aekt_digits.py',
-        'AEKT, two teachers (confidence-weighted)', needs=TT),
+        'AEKT, two teachers (confidence-weighted)', needs=TT, variant=True),
 ]
 BY_NAME = {r.name: r for r in ROWS}
 
 
-def select(names: Optional[Sequence[str]]) -> List[Row]:
-    """The rows ``names`` (all when None) plus what they depend on, in
-    benchmark order; the student alone is always included (the baseline)."""
+def select(names: Optional[Sequence[str]], variants: bool = True
+           ) -> List[Row]:
+    """The rows ``names`` (all when None; without ``variants``, one row per
+    method: the demo's set) plus what they depend on, in benchmark order;
+    the student alone is always included (the baseline)."""
     if not names:
-        return list(ROWS)
+        if variants:
+            return list(ROWS)
+        names = [r.name for r in ROWS if not r.variant]
     wanted = set(names) | {'student'}
     for row in reversed(ROWS):
         if row.name in wanted:

@@ -82,6 +82,12 @@ def test_row_selection_adds_what_a_row_needs():
     names = [r.name for r in select(['ie_kd'])]
     assert 'ie_stage1' in names and 'teacher' in names
     assert [r.name for r in select(None)] == [r.name for r in ROWS]
+    # make demo: one row per method (and every method is there)
+    demo = [r.name for r in select(None, variants=False)]
+    assert demo == ['teacher', 'teacher2', 'ie_stage1', 'student', 'kd',
+                    'aekt', 'atsc', 'ie_kd', 'ie_dml', 'kd_layer', 'mt_kd']
+    assert 'atsc_anchor_norm' in [r.name for r in select(
+        ['atsc_anchor_norm'], variants=False)]  # named rows always run
 
 
 def test_summary_table_puts_the_regimes_side_by_side():

@@ -255,6 +255,10 @@ def main(argv=None) -> dict:
     p.add_argument('--only', nargs='+', metavar='ROW',
                    choices=[r.name for r in select(None)],
                    help='run only these rows (and what they need)')
+    p.add_argument('--all-rows', action='store_true',
+                   help='also the variant rows (atsc_anchor_norm, ie_kd_kd, '
+                   'mt_aekt), left out of the default run to keep make demo '
+                   'under 10 minutes; --tune implies it')
     p.add_argument('--epochs', type=int,
                    help='override every epoch count (quick runs)')
     p.add_argument('--jobs', type=int, default=min(2, os.cpu_count() or 1),
@@ -279,7 +283,7 @@ def main(argv=None) -> dict:
     if args.epochs is not None and args.epochs < 2:
         p.error('--epochs must be >= 2 (1 warm-up epoch + cosine decay)')
     t_start = time.time()
-    rows = select(args.only)
+    rows = select(args.only, variants=args.tune or args.all_rows)
     regimes = (['full', 'few-labels'] if args.regime == 'both' else
                [args.regime])
     runner = Runner(args.work_dir, args.jobs, args.reuse)

@@ -140,6 +140,16 @@ def test_demo_runs_quickly_and_prints_the_table(tmp_path):
                                                   'within noise')
     assert (tmp_path / 'results.png').is_file()
     assert (tmp_path / 'teacher.pth').is_file()  # what the configs read
+    # --reuse: the same command again trains nothing (teacher, 2 x student,
+    # 2 x kd read from their logs), with the same numbers
+    again = run_tool(['tools/demo.py', '--epochs', '2', '--only', 'kd',
+                      '--work-dir', str(tmp_path), '--seeds', '2', '--reuse',
+                      '--choices', str(tmp_path / 'none.json')])
+    second = json.loads((tmp_path / 'results.json').read_text())
+    assert second['reused_runs'] == 5, again.stdout
+    assert again.stdout.count(': reused ') == 5
+    assert [r['test'] for r in second['results']['few-labels']] == \
+        [r['test'] for r in report['results']['few-labels']]
 
 
 # --------------------------------------- file arguments: one clean message

@@ -124,7 +124,7 @@ class Runner:
 
     def __init__(self, work_dir: str, jobs: int, reuse: bool = False) -> None:
         self.work_dir, self.jobs = work_dir, max(1, jobs)
-        self.reuse = reuse
+        self.reuse, self.reused = reuse, set()  # work dirs read from logs
         threads = max(1, (os.cpu_count() or 1) // self.jobs)
         self.env = dict(os.environ, PYTHONUNBUFFERED='1',
                         OMP_NUM_THREADS=str(threads),
@@ -140,6 +140,7 @@ class Runner:
                 ckpt = f.read().strip()
             res = dict(job, seconds=log_seconds(text), log=log_path, ok=True,
                        reused=True, checkpoint=ckpt, **parse_log(text))
+            self.reused.add(wd)
             top1 = res['top1']
             print(f"[demo] {job['tag']}: reused "
                   f"{'top-1 %.2f' % top1 if top1 is not None else 'done'} "
@@ -416,8 +417,6 @@ def main(argv=None) -> dict:
                     + data_options(spec['final'])))
         res = runner.run_all(jobs)
         results[regime] = summarize_regime(rows, res, teacher_results)
-    all_runs = tune_log + teacher_results + [
-        x for rs in results.values() for r in rs for x in r.get('runs', [])]
     report = dict(
         date=time.strftime('%Y-%m-%d'),
         command='python tools/demo.py ' + ' '.join(
@@ -425,7 +424,7 @@ def main(argv=None) -> dict:
         machine=f'{platform.machine()}, {os.cpu_count()} cpus, '
         f'{platform.python_version()}',
         seconds=round(time.time() - t_start), jobs=args.jobs,
-        reused_runs=sum(bool(x.get('reused')) for x in all_runs),
+        reused_runs=len(runner.reused),
         choices_source=source, choices=choices, lr_grid=list(args.lr_grid),
         results=results,
         tuning=[{k: t.get(k) for k in ('row', 'regime', 'lr', 'epochs',

@@ -135,28 +135,25 @@ class Runner:
         os.makedirs(wd, exist_ok=True)
         log_path = osp.join(wd, 'train.log')
         text = finished_run(job) if self.reuse else None
-        if text is not None:
-            with open(osp.join(wd, 'last_checkpoint')) as f:
-                ckpt = f.read().strip()
-            res = dict(job, seconds=log_seconds(text), log=log_path, ok=True,
-                       reused=True, checkpoint=ckpt, **parse_log(text))
+        reused = text is not None
+        if reused:
+            ok, seconds = True, log_seconds(text)
             self.reused.add(wd)
-            top1 = res['top1']
-            print(f"[demo] {job['tag']}: reused "
-                  f"{'top-1 %.2f' % top1 if top1 is not None else 'done'} "
-                  f"({res['seconds']} s when it ran)", flush=True)
-            return res
-        cmd = [sys.executable, 'tools/train.py', job['config'], '--work-dir',
-               wd, '--cfg-options', *job['options']]
-        t0 = time.time()
-        with open(log_path, 'w') as log:
-            proc = subprocess.run(cmd, cwd=ROOT, stdout=log,
-                                  stderr=subprocess.STDOUT, env=self.env)
-        with open(log_path) as f:
-            text = f.read()
-        res = dict(job, seconds=round(time.time() - t0, 1), log=log_path,
-                   ok=proc.returncode == 0, **parse_log(text))
-        if proc.returncode == 0:
+        else:
+            cmd = [sys.executable, 'tools/train.py', job['config'],
+                   '--work-dir', wd, '--cfg-options', *job['options']]
+            t0 = time.time()
+            with open(log_path, 'w') as log:
+                proc = subprocess.run(cmd, cwd=ROOT, stdout=log,
+                                      stderr=subprocess.STDOUT, env=self.env)
+            with open(log_path) as f:
+                text = f.read()
+            ok, seconds = proc.returncode == 0, round(time.time() - t0, 1)
+        res = dict(job, seconds=seconds, log=log_path, ok=ok,
+                   **parse_log(text))
+        if reused:
+            res['reused'] = True
+        if ok:
             with open(osp.join(wd, 'last_checkpoint')) as f:
                 res['checkpoint'] = f.read().strip()
         else:
@@ -164,9 +161,11 @@ class Runner:
             res['error'] = tail
         status = (f"top-1 {res['top1']:.2f}" if res.get('top1') is not None
                   else ('FAILED: ' + tail.splitlines()[-1][:160]
-                        if not res['ok'] else 'done'))
-        print(f"[demo] {job['tag']}: {status} ({res['seconds']:.0f} s)",
-              flush=True)
+                        if not ok else 'done'))
+        took = f'{seconds:.0f} s' if seconds is not None else '? s'
+        print(f"[demo] {job['tag']}: " + (
+            f'reused {status} ({took} when it ran)' if reused else
+            f'{status} ({took})'), flush=True)
         return res
 
     def run_all(self, jobs: list) -> list:

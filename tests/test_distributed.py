@@ -102,8 +102,6 @@ def _assert_replicas_checked(log, iters):
     assert 'identical on 2 ranks (rank 0@' in log and ', rank 1@' in log
 
 
-
-
 def test_kd_frozen_teacher_two_processes_equal_one(digits_teacher, tmp_path):
     _, teacher, _ = digits_teacher
     cfg = _config(tmp_path, 'configs/demo/kd_digits.py', '', 'kd')
@@ -179,20 +177,22 @@ def test_atsc_trained_teacher_two_processes_equal_one(digits_teacher,
 
 
 def test_ie_dml_two_processes_equal_one(tmp_path):
-    cfg = _config(tmp_path, 'configs/demo/ie_dml_digits.py', '', 'dml')
+    # Compared where the anti-collapse hinge is inactive (min_spread=0: the
+    # relu is 0 with zero gradient, the term still computed). With the hinge
+    # active (student B's spread starts at 0.26 < 0.3) it renormalises nearly
+    # collapsed factors, and summation-order differences between one batch of
+    # 32 and two of 16 grew to 1.1e-3 in 10 steps on a CI machine: a
+    # machine-dependent result. The hinge's statistic and its gradient under
+    # DDP are pinned exactly by test_factor_spread_is_a_global_batch_statistic.
+    cfg = _config(tmp_path, 'configs/demo/ie_dml_digits.py',
+                  'model = dict(min_spread=0.0)', 'dml')
     a, b, log = _one_and_two_processes(cfg, tmp_path)
     _assert_replicas_checked(log, STEPS)
-    # The anti-collapse hinge is active here (student B's spread starts
-    # at 0.26 < 0.3) and normalises nearly collapsed factors (small norms):
-    # summation-order differences grow to ~3e-4 in 10 steps (measured; 6e-8
-    # with spread_weight=0). A per-rank spread instead of the global one
-    # gave 9e-3. The statistic and its gradient are pinned exactly by
-    # test_factor_spread_is_a_global_batch_statistic.
-    _assert_same(a, b, atol=1e-3)
+    _assert_same(a, b)
 
 
 def test_multi_update_method_without_its_wrapper_is_refused(digits_teacher,
-                                                             tmp_path):
+                                                            tmp_path):
     _, teacher, _ = digits_teacher
     cfg = _config(tmp_path, 'configs/demo/atsc_digits.py',
                   'model_wrapper_cfg = None', 'atsc_ddp')
@@ -248,9 +248,14 @@ def _slurm_ready():
     return None
 
 
-@pytest.mark.skipif(_slurm_ready() is not None,
-                    reason=str(_slurm_ready()))
 def test_slurm_train_and_test_two_tasks(digits_teacher, tmp_path):
+    """Skipped where slurm is not running, except in CI (.ci/run sets
+    KD_REQUIRE_SLURM=1), where a missing slurm fails the test."""
+    why = _slurm_ready()
+    if why is not None:
+        if os.environ.get('KD_REQUIRE_SLURM') == '1':
+            pytest.fail(f'KD_REQUIRE_SLURM=1 but {why}')
+        pytest.skip(why)
     _, teacher, _ = digits_teacher
     wd = str(tmp_path / 'wd')
     env = _env(GPUS='2', GPUS_PER_NODE='2', CPUS_PER_TASK='1', GRES='none',

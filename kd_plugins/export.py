@@ -22,8 +22,8 @@ import os.path as osp
 import torch
 from mmengine.config import Config, ConfigDict
 
-from .compat import load_local_checkpoint
 from .errors import CheckpointError
+from .utils.checkpoint import load_local_checkpoint
 
 STUDENT_PREFIX = 'architecture.'
 
@@ -174,7 +174,7 @@ def write_student(cfg: Config, ckpt: dict, cfg_path: str | None,
     write its config (unless ``cfg_path`` is None) and weights."""
     from mmpretrain.registry import MODELS
 
-    from .compat import atomic_write
+    from .utils.checkpoint import atomic_write
     state = ckpt.get('state_dict', ckpt)
     student, sd = student_config_and_state(cfg, state)
     model = MODELS.build(copy.deepcopy(student))

@@ -1,8 +1,11 @@
-"""Training throughput of a distillation config, side by side with mmrazor's KD.
+"""Training throughput of a distillation config, side by side with
+mmrazor's KD.
 
     python tools/benchmark.py configs/kd_r34_r18_in1k.py --batch 256 --amp bf16
-    python tools/benchmark.py configs/aekt_r34_r18_in1k.py --compile --json out.json
-    python tools/benchmark.py configs/demo/kd_digits.py --device cpu --batch 32 --size 32
+    python tools/benchmark.py configs/aekt_r34_r18_in1k.py --compile \
+        --json out.json
+    python tools/benchmark.py configs/demo/kd_digits.py --device cpu \
+        --batch 32 --size 32
 
 Rows, all in one process on the same synthetic batches (uint8 images already
 on the device, so no data loading is timed), full training steps (forward,
@@ -44,7 +47,9 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 import kd_plugins  # noqa: E402,F401
-from _common import load_config, out_file, run_main  # noqa: E402
+from _common import (add_cfg_options, load_config_with_options,  # noqa: E402
+                     out_file, run_main)
+from kd_plugins.utils.teacher import clear_teacher_ckpts, first_teacher
 
 AMP = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -68,31 +73,20 @@ def parse_args(argv=None):
     p.add_argument('--json', default=None, help='write the rows here')
     p.add_argument('--budget-s', type=float, default=None,
                    help='skip rows that would start after this many seconds')
+    add_cfg_options(p)
     return p.parse_args(argv)
 
 
 def _strip(model_cfg: dict) -> dict:
+    """The distiller config with random teachers (no checkpoint read)."""
     cfg = copy.deepcopy(model_cfg)
-    for key in ('teacher_ckpt', 'teacher_ckpts'):
-        if key in cfg:
-            cfg[key] = None if key == 'teacher_ckpt' else [None] * len(
-                cfg.get('teachers') or [0])
+    clear_teacher_ckpts(cfg)
     return cfg
-
-
-def _teacher_cfg(model_cfg: dict) -> dict | None:
-    if isinstance(model_cfg.get('teacher'), dict):
-        return model_cfg['teacher']
-    teachers = model_cfg.get('teachers')
-    if teachers:
-        return teachers[0] if isinstance(teachers, (list, tuple)) \
-            else teachers
-    return None
 
 
 def mmrazor_kd_cfg(model_cfg: dict, trains_teacher: bool) -> dict:
     """mmrazor's SingleTeacherDistill + KLDivergence on the same pair."""
-    teacher = _teacher_cfg(model_cfg)
+    teacher = first_teacher(model_cfg)
     if teacher is None:
         raise SystemExit('kd_plugins: this config has no teacher to compare '
                          'with mmrazor KD; use --baseline none.')
@@ -213,7 +207,7 @@ def teacher_reference(model_cfg: dict, data, device) -> dict | None:
     """Teacher weights and the memory of one no-grad teacher forward (MB),
     for the memory target (CUDA only)."""
     from mmrazor.registry import MODELS
-    t_cfg = _teacher_cfg(model_cfg)
+    t_cfg = first_teacher(model_cfg)
     if t_cfg is None or device.type != 'cuda':
         return None
     teacher = MODELS.build(copy.deepcopy(t_cfg)).to(device).eval()
@@ -271,7 +265,7 @@ def _default_size(cfg) -> int:
 def run(args) -> list[dict]:
     from mmengine.registry import init_default_scope
     from mmrazor.registry import MODELS
-    cfg = load_config(args.config)
+    cfg = load_config_with_options(args.config, args.cfg_options)
     if args.json:
         out_file(args.json, '--json')
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
@@ -303,6 +297,11 @@ def run(args) -> list[dict]:
         plan.append(('mmrazor-kd', lambda: MODELS.build(
             mmrazor_kd_cfg(model_cfg, trains_teacher))))
     plan.append((name, lambda: MODELS.build(model_cfg)))
+    if 'reuse_teacher_features' in algo.__init__.__code__.co_varnames \
+            and not model_cfg.get('reuse_teacher_features'):
+        # what the second teacher forward of the official step 2 costs
+        plan.append((f'{name} (reuse_teacher_features)', lambda: MODELS.build(
+            dict(model_cfg, reuse_teacher_features=True))))
     if args.compile:
         plan.append((f'{name}+compile', lambda: MODELS.build(
             dict(model_cfg, compile=True))))
@@ -340,7 +339,8 @@ def run(args) -> list[dict]:
 
 def table(rows, meta) -> str:
     head = ('| model | img/s | ms/step | x mmrazor-kd | step / student '
-            '| peak mem (MB) | params (M) |\n| --- | ---: | ---: | ---: | ---: '
+            '| peak mem (MB) | params (M) |\n'
+            '| --- | ---: | ---: | ---: | ---: '
             '| ---: | ---: |')
     lines = [f'{meta["config"]}: {meta["device"]}, batch {meta["batch"]}, '
              f'{meta["size"]} px, {meta["amp"]}, {meta["iters"]} steps after '

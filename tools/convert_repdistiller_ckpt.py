@@ -1,6 +1,7 @@
 """Convert a RepDistiller / mdistiller CIFAR teacher checkpoint to kd_plugins.
 
-    python tools/convert_repdistiller_ckpt.py ckpt_epoch_240.pth OUT.pth --arch resnet32x4
+    python tools/convert_repdistiller_ckpt.py ckpt_epoch_240.pth OUT.pth \
+        --arch resnet32x4
 
 Upstream checkpoints (``save/models/<arch>_vanilla/ckpt_epoch_240.pth``) hold
 ``{'model': state_dict, 'epoch': ..., 'accuracy': ..., 'optimizer': ...}`` with
@@ -25,10 +26,11 @@ import torch  # noqa: E402
 
 import kd_plugins  # noqa: E402,F401
 from _common import need_file, out_file, run_main  # noqa: E402
-from kd_plugins.compat import load_local_checkpoint  # noqa: E402
 from kd_plugins.errors import ArgumentError  # noqa: E402
-from kd_plugins.models.backbones.cifar_zoo import (  # noqa: E402
-    CIFAR_ZOO, UPSTREAM_CLASSIFIER, cifar_classifier)
+from kd_plugins.models.backbones.cifar_zoo import CIFAR_ZOO  # noqa: E402
+from kd_plugins.models.backbones.cifar_zoo import (UPSTREAM_CLASSIFIER,
+                                                   cifar_classifier)
+from kd_plugins.utils.checkpoint import load_local_checkpoint  # noqa: E402
 
 
 def convert_state_dict(upstream: dict, arch: str) -> dict:

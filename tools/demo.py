@@ -37,10 +37,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from kd_plugins.digits_benchmark import (DEFAULT_LR, LR_GRID,  # noqa: E402
-                                         REGIMES, TEACHER_EPOCHS, Row,
-                                         chart, data_options, markdown,
-                                         select, summarize, summary_table,
-                                         verdict)
+                                         REGIMES, TEACHER_EPOCHS, Row, chart,
+                                         data_options, markdown, select,
+                                         summarize, summary_table, verdict)
 
 CHOICES = 'docs/results/digits_benchmark.json'
 VAL = ['val_dataloader.dataset.split=val',
@@ -199,7 +198,7 @@ def evaluate_adapted_teacher(config: str, checkpoint: str, k: int) -> float:
     from mmrazor.registry import MODELS
 
     import kd_plugins  # noqa: F401
-    from kd_plugins.compat import load_local_checkpoint
+    from kd_plugins.utils.checkpoint import load_local_checkpoint
     cfg = Config.fromfile(osp.join(ROOT, config))
     init_default_scope('mmpretrain')
     teacher = MODELS.build(cfg.model.teachers[k])
@@ -427,7 +426,7 @@ def main(argv=None) -> dict:
         choices_source=source, choices=choices, lr_grid=list(args.lr_grid),
         results=results,
         tuning=[{k: t.get(k) for k in ('row', 'regime', 'lr', 'epochs',
-                                        'top1', 'seconds', 'loss_tail')}
+                                       'top1', 'seconds', 'loss_tail')}
                 for t in tune_log])
     write_report(report, args.work_dir, args.results_dir)
     return report

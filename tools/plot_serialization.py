@@ -1,6 +1,7 @@
 """Save AEKT's learned serialization matrix as a heat-map PNG and a .npy.
 
-    python tools/plot_serialization.py CHECKPOINT OUT_PREFIX [--classes a b ...]
+    python tools/plot_serialization.py CHECKPOINT OUT_PREFIX \
+        [--classes a b ...]
 
 Reads ``head.serialization.weight`` (C x C) from a distiller checkpoint
 (``architecture.head.serialization.weight``) or an exported student, and
@@ -16,15 +17,14 @@ import os.path as osp
 import sys
 
 import numpy as np
-import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 import kd_plugins  # noqa: E402,F401  (weights-only allow-list)
 from _common import need_file, out_file, run_main  # noqa: E402
-from kd_plugins.compat import load_local_checkpoint  # noqa: E402
 from kd_plugins.errors import ArgumentError  # noqa: E402
+from kd_plugins.utils.checkpoint import load_local_checkpoint  # noqa: E402
 
 
 def load_serialization(checkpoint: str) -> tuple[np.ndarray, list | None]:

@@ -7,11 +7,10 @@ from __future__ import annotations
 import argparse
 
 from _common import (add_common_args, build_runner, close_dist,
-                     default_dataloader_cfgs, load_config, need_file,
-                     out_dir, out_file, run_main, set_local_rank,
-                     set_work_dir)
-
+                     default_dataloader_cfgs, load_config, need_file, out_dir,
+                     out_file, run_main, set_local_rank, set_work_dir)
 from kd_plugins.engine import preflight
+from kd_plugins.utils.teacher import clear_teacher_ckpts
 
 
 def parse_args(argv=None):
@@ -69,10 +68,7 @@ def main(argv=None):
     # encoder weights: the stage-1 file is not needed either).
     _clear_key(cfg.get('model'), 'stage1_ckpt')
     if isinstance(cfg.get('model'), dict):
-        if cfg.model.get('teacher_ckpt'):
-            cfg.model.teacher_ckpt = None
-        if cfg.model.get('teacher_ckpts'):
-            cfg.model.teacher_ckpts = None
+        clear_teacher_ckpts(cfg.model)
     preflight(cfg, mode='test')
     runner = build_runner(cfg)
     metrics = runner.test()

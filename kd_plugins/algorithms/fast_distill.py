@@ -31,12 +31,12 @@ from typing import List, Optional, Union
 
 import torch
 from mmengine.structures import BaseDataElement
-from mmrazor.models.algorithms.distill.configurable.single_teacher_distill \
-    import SingleTeacherDistill
+from mmrazor.models.algorithms import SingleTeacherDistill
 from mmrazor.models.utils import add_prefix
 from mmrazor.registry import MODELS
 
 from ..errors import ConfigError
+from ..utils.teacher import build_teacher
 
 DTYPES = {None: None, 'fp32': None, 'bf16': torch.bfloat16,
           'bfloat16': torch.bfloat16, 'fp16': torch.float16,
@@ -49,21 +49,6 @@ def _cast(obj, dtype):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_cast(o, dtype) for o in obj)
     return obj
-
-
-def zoo_model(name: str):
-    """An mmpretrain model-zoo classifier by name, without weights (they come
-    from ``teacher_ckpt``: a local file or the zoo's URL)."""
-    import mmpretrain
-    try:
-        return mmpretrain.get_model(name, pretrained=False)
-    except ValueError as err:
-        near = mmpretrain.list_models(f'*{name.split("_")[0]}*')[:8]
-        raise ConfigError(
-            f'teacher={name!r} is not a model of mmpretrain\'s zoo ({err}). '
-            f'Similar names: {near}.\n  Fix: use a name from '
-            'mmpretrain.list_models(), or give the teacher as a config dict.'
-        ) from err
 
 
 def check_fast_path_options(teacher_dtype, teacher_mode) -> None:
@@ -93,9 +78,9 @@ class FastDistill(SingleTeacherDistill):
             teacher_ckpt, distiller, ...). ``teacher`` may also be the name of
             an mmpretrain model-zoo model (``'resnet34_8xb32_in1k'``, as in
             ``mmpretrain.get_model``); ``teacher_ckpt`` then gives its weights
-            (a local file, or the zoo's checkpoint URL). ``teacher_trainable`` must stay
-            False: a trained teacher needs its own loss (use ATSC or mmrazor's
-            SingleTeacherDistill).
+            (a local file, or the zoo's checkpoint URL).
+            ``teacher_trainable`` must stay False: a trained teacher needs
+            its own loss (use ATSC or mmrazor's SingleTeacherDistill).
     """
 
     def __init__(self, channels_last: Optional[bool] = None,
@@ -105,11 +90,14 @@ class FastDistill(SingleTeacherDistill):
         if kwargs.get('teacher_trainable', False):
             raise ConfigError(
                 'FastDistill runs a frozen teacher; teacher_trainable=True '
-                'needs the teacher loss. Fix: use type=\'SingleTeacherDistill\''
-                ' (mmrazor) for a trainable teacher, or ATSC.')
+                'needs the teacher loss. Fix: use '
+                "type='SingleTeacherDistill' (mmrazor) for a trainable "
+                'teacher, or ATSC.')
         check_fast_path_options(teacher_dtype, teacher_mode)
-        if isinstance(kwargs.get('teacher'), str):  # mmpretrain model zoo
-            kwargs['teacher'] = zoo_model(kwargs['teacher'])
+        # built, loaded and frozen by the one teacher builder; mmrazor's
+        # set-up (recorders, in-place ops off) then takes the module
+        kwargs['teacher'] = build_teacher(kwargs.get('teacher'),
+                                          kwargs.pop('teacher_ckpt', None))
         super().__init__(**kwargs)
         self._setup_fast_path(channels_last, teacher_dtype, teacher_mode,
                               compile)

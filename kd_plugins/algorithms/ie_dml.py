@@ -54,7 +54,7 @@ from mmengine.optim import OptimWrapperDict
 from mmrazor.models.algorithms.base import BaseAlgorithm
 from mmrazor.registry import MODELS
 
-from ..engine.dist import global_batch_mean
+from ..utils.dist import global_batch_mean
 
 BRANCHES = ('student_a', 'student_b')
 

@@ -41,12 +41,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModel
-from mmengine.runner import load_checkpoint
-from mmrazor.models.algorithms.base import BaseAlgorithm
 from mmrazor.registry import MODELS
 
 from ..errors import ConfigError
-from .fast_distill import FastDistill, check_fast_path_options, zoo_model
+from ..utils.teacher import build_teacher, teachers_and_ckpts
+from .fast_distill import FastDistill, check_fast_path_options
 
 COMBINE = ('mean_logits', 'mean_probs', 'confidence', 'per_teacher')
 
@@ -133,20 +132,8 @@ class MultiTeacherDistill(FastDistill):
                  teacher_module_inplace: bool = False,
                  **kwargs) -> None:
         check_fast_path_options(teacher_dtype, teacher_mode)
-        if isinstance(teachers, (dict, str)):
-            teachers = [teachers]
-        teachers = list(teachers)
-        if not teachers:
-            raise ConfigError('MultiTeacherDistill needs at least one teacher '
-                              '(model.teachers=[...]).')
-        if teacher_ckpts is None or isinstance(teacher_ckpts, str):
-            teacher_ckpts = [teacher_ckpts] * len(teachers)
-        teacher_ckpts = list(teacher_ckpts)
-        if len(teacher_ckpts) != len(teachers):
-            raise ConfigError(
-                f'MultiTeacherDistill: {len(teachers)} teachers but '
-                f'{len(teacher_ckpts)} teacher_ckpts; give one checkpoint '
-                '(or None) per teacher.')
+        teachers, teacher_ckpts = teachers_and_ckpts(
+            teachers, teacher_ckpts, 'MultiTeacherDistill')
         if combine not in COMBINE:
             raise ConfigError(f'MultiTeacherDistill combine must be one of '
                               f'{COMBINE}, got {combine!r}.')
@@ -159,33 +146,26 @@ class MultiTeacherDistill(FastDistill):
         if len(teacher_weights) != k:
             raise ConfigError(f'teacher_weights has {len(teacher_weights)} '
                               f'values for {k} teachers.')
-        BaseAlgorithm.__init__(self, **kwargs)
-        self.distiller = MODELS.build(distiller)
-        built = []
-        for t, ckpt in zip(teachers, teacher_ckpts):
-            if isinstance(t, str):
-                t = zoo_model(t)
-            elif isinstance(t, dict):
-                t = MODELS.build(t)
-            if ckpt:
-                load_checkpoint(t, ckpt, map_location='cpu')
-                t._is_init = True  # init_weights must not overwrite
-            for p in t.parameters():
-                p.requires_grad = False
-            built.append(t)
+        built = [build_teacher(t, c) for t, c in zip(teachers, teacher_ckpts)]
+        # teacher 0 goes through the parents' set-up (FastDistill, then
+        # mmrazor's SingleTeacherDistill: in-place ops off, recorders)
+        super().__init__(
+            distiller=distiller, teacher=built[0], channels_last=channels_last,
+            teacher_dtype=teacher_dtype, teacher_mode=teacher_mode,
+            compile=compile, student_trainable=student_trainable,
+            calculate_student_loss=calculate_student_loss,
+            teacher_module_inplace=teacher_module_inplace, **kwargs)
+        # ... and the others the same set-up, each with its own recorder
+        # hooks (one record per teacher, in teacher order)
         self.teacher = TeacherEnsemble(built)
-        if not teacher_module_inplace:  # as SingleTeacherDistill (recorders)
+        if not teacher_module_inplace:
             self.set_module_inplace_false(self.teacher, 'self.teacher')
-        self.teacher_trainable = False
-        self.teacher_norm_eval = True
-        self.student_trainable = student_trainable
-        self.calculate_student_loss = calculate_student_loss
-        self.distillation_stopped = False
+        for t in built[1:]:
+            self.distiller.prepare_from_teacher(t)
         self.combine, self.tau = combine, float(tau)
         self.teacher_weights = [float(w) for w in teacher_weights]
-        self.distiller.prepare_from_student(self.student)
-        for t in built:  # one hook per teacher: one record per teacher
-            self.distiller.prepare_from_teacher(t)
+        # the fast path again, now over every teacher (idempotent for
+        # teacher 0: same memory format, dtype, compile options)
         self._setup_fast_path(channels_last, teacher_dtype, teacher_mode,
                               compile)
 

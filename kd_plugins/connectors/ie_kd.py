@@ -14,14 +14,13 @@ import math
 import os.path as osp
 from typing import Optional
 
-import torch
 import torch.nn as nn
 from mmrazor.models.architectures.connectors.base_connector import \
     BaseConnector
 from mmrazor.registry import MODELS
 
-from ..compat import load_local_checkpoint
 from ..errors import ConfigError, check_feature_map
+from ..utils.checkpoint import load_local_checkpoint
 
 
 def init_coder(module: nn.Module) -> nn.Module:

@@ -43,8 +43,7 @@ from ..errors import KDPluginsError
 
 def _coalesced(tensors, op) -> None:
     """Apply ``op`` to each same-dtype/device group as one flat tensor."""
-    from torch._utils import (_flatten_dense_tensors,
-                              _unflatten_dense_tensors)
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
     groups: dict = {}
     for t in tensors:
         groups.setdefault((t.dtype, t.device), []).append(t)
@@ -67,29 +66,6 @@ def all_reduce_grads(params) -> None:
         flat.div_(world)
 
     _coalesced(grads, mean)
-
-
-def global_batch_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean over dim 0 of ``x`` (N, ...) across the batches of all ranks.
-
-    For a batch statistic that is not a mean of per-sample losses (IE-DML's
-    factor spread): its value is the one-process value on the global batch,
-    and its gradient is scaled so that, once :func:`all_reduce_grads`
-    averages the ranks' gradients, the update equals the one-process
-    update. A rank's samples enter the global mean with weight
-    1 / N_global; the gradient flows through them with W / N_global, and
-    the average over W ranks restores 1 / N_global.
-    """
-    world = get_world_size()
-    if world == 1 or not torch_dist.is_initialized():
-        return x.mean(0)
-    local_sum = x.sum(0)
-    stats = torch.cat([local_sum.detach().flatten().float(),
-                       local_sum.new_tensor([x.shape[0]]).float()])
-    torch_dist.all_reduce(stats)
-    n_global = stats[-1]
-    mean = (stats[:-1] / n_global).view_as(local_sum).to(x.dtype)
-    return mean + (local_sum - local_sum.detach()) * (world / n_global)
 
 
 def broadcast_tensors(tensors, src: int = 0) -> None:

@@ -134,8 +134,8 @@ class StudentCheckpointHook(Hook):
 
         from mmengine.dist import is_main_process
 
-        from ..compat import load_local_checkpoint
         from ..export import write_student
+        from ..utils.checkpoint import load_local_checkpoint
         if not self._saved or self._start is None:
             return
         self._saved = False

@@ -59,7 +59,8 @@ class KDMultiOptimWrapperConstructor:
             if not isinstance(wrapper, KDModelWrapper):
                 raise ConfigError(
                     f'{name} makes several updates per iteration; in a '
-                    f'distributed run it is wrapped by {type(wrapper).__name__}'
+                    'distributed run it is wrapped by '
+                    f'{type(wrapper).__name__}'
                     ', which would not synchronise them.\n  Fix: add '
                     "model_wrapper_cfg = dict(type='KDModelWrapper') to the "
                     'config.')

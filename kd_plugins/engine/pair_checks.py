@@ -21,6 +21,7 @@ import torch
 from mmengine.config import Config, ConfigDict
 
 from ..errors import PreflightError
+from ..utils.teacher import teacher_entries, zoo_model
 
 
 def _plain(obj):
@@ -39,7 +40,6 @@ def build_meta(cfg: dict) -> torch.nn.Module | None:
         try:
             with torch.device(device):
                 if isinstance(cfg, str):  # an mmpretrain model-zoo name
-                    from ..algorithms.fast_distill import zoo_model
                     return zoo_model(cfg)
                 return MODELS.build(_plain(cfg))
         except Exception:  # noqa: BLE001 - the real build raises the error
@@ -49,17 +49,8 @@ def build_meta(cfg: dict) -> torch.nn.Module | None:
 
 def _pairs(model: dict) -> Iterator[tuple[str, dict, str | None]]:
     """``(where, teacher_cfg, ckpt)`` for every teacher of a distiller."""
-    if isinstance(model.get('teacher'), (dict, str)):
-        yield 'model.teacher', model['teacher'], model.get('teacher_ckpt')
-    teachers = model.get('teachers')
-    if isinstance(teachers, dict):
-        teachers = [teachers]
-    if teachers:
-        ckpts = model.get('teacher_ckpts')
-        if ckpts is None or isinstance(ckpts, str):
-            ckpts = [ckpts] * len(teachers)
-        for i, (t, c) in enumerate(zip(teachers, ckpts)):
-            yield f'model.teachers[{i}]', t, c
+    for where, _, spec, ckpt in teacher_entries(model):
+        yield where, spec, ckpt
 
 
 def num_classes(model: torch.nn.Module) -> int | None:
@@ -199,8 +190,8 @@ def check_class_names(cfg: Config, where: str, ckpt_path: str,
 
 # ---------------------------------------------------------------------------
 def _registered(type_name):
-    from mmrazor.registry import MODELS
     from mmpretrain.registry import MODELS as CLS_MODELS
+    from mmrazor.registry import MODELS
     if not isinstance(type_name, str):
         return type_name if inspect.isclass(type_name) else None
     for reg in (MODELS, CLS_MODELS):
@@ -249,7 +240,7 @@ def check_options(model: dict) -> None:
 
 def check_pairs(cfg: Config) -> None:
     """All teacher/student checks of a distillation config."""
-    from ..compat import load_local_checkpoint
+    from ..utils.checkpoint import load_local_checkpoint
     model = cfg.get('model')
     if not isinstance(model, dict):
         return

@@ -12,8 +12,8 @@ from typing import Iterator
 
 from mmengine.config import Config
 
-
 from ..errors import PreflightError
+from ..utils.teacher import teacher_entries
 from .pair_checks import check_pairs
 
 __all__ = ['PreflightError', 'preflight']
@@ -83,19 +83,15 @@ def check_teacher_ckpt(cfg: Config) -> None:
     model = cfg.get('model') or {}
     if not isinstance(model, dict):
         return
-    for key in ('teacher_ckpt', 'teacher_ckpts'):
-        ckpts = model.get(key)
-        ckpts = [ckpts] if isinstance(ckpts, str) else list(ckpts or [])
-        for i, ckpt in enumerate(ckpts):
-            if not ckpt or '://' in str(ckpt) or osp.isfile(ckpt):
-                continue
-            where = key if key == 'teacher_ckpt' else f'{key}[{i}]'
-            example = ('/path/to/teacher.pth' if key == 'teacher_ckpt' else
-                       '"[/path/t1.pth,/path/t2.pth]"')
-            raise PreflightError(
-                f'model.{where} {ckpt!r} does not exist.\n'
-                f'  Fix: train the teacher first (see README) or pass its '
-                f'checkpoint: --cfg-options model.{key}={example}')
+    for _, key, _, ckpt in teacher_entries(model):
+        if not ckpt or '://' in str(ckpt) or osp.isfile(ckpt):
+            continue
+        example = ('"[/path/t1.pth,/path/t2.pth]"' if key.endswith(']')
+                   else '/path/to/teacher.pth')
+        raise PreflightError(
+            f'{key} {ckpt!r} does not exist.\n'
+            f'  Fix: train the teacher first (see README) or pass its '
+            f"checkpoint: --cfg-options {key.split('[')[0]}={example}")
 
 
 def _find_key(obj, key: str, path: str = 'model'):

@@ -1,0 +1,110 @@
+"""Checkpoint I/O shared by the hooks, the export, the connectors and the
+tools: atomic writes, and ``weights_only=True`` loads whose errors name the
+file and the fix. ``kd_plugins.compat`` installs both into mmengine (its
+patches 6 and 7); the functions live here so that nothing imports compat for
+them.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def atomic_write(data, filepath: str, mode: str = 'wb',
+                 encoding: str | None = None) -> None:
+    """Write ``data`` to ``filepath`` so that readers see old or new, never
+    a partial file: temporary file in the same directory, fsync, rename."""
+    import tempfile
+    filepath = os.fspath(filepath)
+    folder = os.path.dirname(os.path.abspath(filepath))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder,
+                               prefix=f'.{os.path.basename(filepath)}.',
+                               suffix='.tmp')
+    try:
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filepath)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _plain(text: str) -> str:
+    """``text`` without ANSI escape sequences (torch bolds some words)."""
+    import re
+    return re.sub(r'\x1b\[[0-9;]*m', '', text)
+
+
+def _checkpoint_error(filename: str, err: BaseException,
+                      role: str | None = None):
+    """A CheckpointError naming ``filename``; the fix depends on ``role``:
+    'teacher' (a teacher's weights), 'resume' (a run's checkpoint) or None
+    (not known: both)."""
+    import pickle
+    import re
+
+    from ..errors import CheckpointError
+    text = _plain(str(err)).strip()
+    first = text.splitlines()[0] if text else ''
+    if isinstance(err, pickle.UnpicklingError) and (
+            'weights_only' in text or 'kd_plugins refused' in text):
+        found = re.search(r'Unsupported global: GLOBAL ([\w.]+)', text)
+        detail = re.search(r'WeightsUnpickler error:\s*(.+?)(?:\n|$)',
+                           text.replace('error: \n\n', 'error: '))
+        what = (f'a pickled reference to {found.group(1)}' if found else
+                f'pickled data the safe loader refuses '
+                f'({detail.group(1).strip().rstrip(".")})' if detail else
+                'pickled objects')
+        return CheckpointError(
+            f'refused to load checkpoint {filename!r}: it contains {what}, '
+            'outside kd_plugins\' allow-list. Checkpoints are loaded with '
+            'weights_only=True, so a file carrying arbitrary Python objects '
+            'is never executed.\n  Fix: use a checkpoint written by '
+            'mmengine/mmpretrain/kd_plugins; if you trust this file, re-save '
+            'only its tensors: torch.save({"state_dict": '
+            'model.state_dict()}, PATH).')
+    head = (f'checkpoint {filename!r} is unreadable - truncated or corrupt '
+            f'({type(err).__name__}: {first}).\n  Fix: ')
+    teacher_fix = ('re-download or re-train the teacher and pass it with '
+                   '--cfg-options model.teacher_ckpt=PATH (model.teacher_ckpts'
+                   '=[...] for ATSC and several teachers).')
+    folder = os.path.dirname(os.path.abspath(filename))
+    other = _newest_other(folder, filename) or 'work_dirs/RUN/epoch_N.pth'
+    resume_fix = ('delete it and resume from an earlier checkpoint, e.g. '
+                  f'--resume {other}')
+    if role == 'teacher':
+        return CheckpointError(head + 'this is a teacher checkpoint: '
+                               + teacher_fix)
+    if role == 'resume':
+        return CheckpointError(head + resume_fix + '.')
+    return CheckpointError(head + resume_fix + '; if it is a teacher, '
+                           + teacher_fix)
+
+
+def _newest_other(folder: str, filename: str):
+    import glob
+    others = [f for f in glob.glob(os.path.join(folder, '*.pth'))
+              if os.path.abspath(f) != os.path.abspath(filename)]
+    return max(others, key=os.path.getmtime) if others else None
+
+
+def load_local_checkpoint(filename: str, map_location=None,
+                          role: str | None = None):
+    """``torch.load(filename, weights_only=True)`` with errors that name the
+    file and, with ``role`` ('teacher' / 'resume'), the right fix (used by
+    mmengine's local loader and by kd_plugins' own tools)."""
+    filename = os.path.expanduser(filename)
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    try:
+        return torch.load(filename, map_location=map_location,
+                          weights_only=True)
+    except (FileNotFoundError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # torch raises many types for a bad file
+        raise _checkpoint_error(filename, err, role) from err

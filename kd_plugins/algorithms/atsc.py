@@ -3,13 +3,17 @@ arXiv 2406.08528), single- and multi-teacher.
 
 Per iteration (``docs/methods/atsc.md``):
 
-    step 1:  L = b * sum_k MSE(P_k(f_s), f_tk)                    (feature match)
+    step 1:  L = b * sum_k MSE(P_k(f_s), f_tk)              (feature match)
                + w * sum_k sum_{p in A_k} ||theta_p - theta0_p||^2   (anchor)
                + c * CE(z_s, y) + d * tau^2 KL(z_t/tau || z_s/tau)  (optional)
              updates the student backbone, the projectors P_k and the
              teachers (trainable, train mode) except their classifier biases;
-    step 2:  sum_k CE(fc_Tk(GAP(f_tk)), y) updates only the teachers'
-             classifier biases (separate optimizer, same settings).
+    step 2:  sum_k CE(fc_Tk(GAP(f_tk')), y) updates only the teachers'
+             classifier biases (separate optimizer, same settings), where
+             f_tk' comes from a second teacher forward after step 1 (train
+             mode, updated weights; BN running statistics move again), as
+             the official ``helper/loops.py`` does. ``reuse_teacher_features
+             =True`` uses step 1's f_tk instead and saves that forward.
 
 z_s = mean_k fc_Tk(GAP(P_k(f_s))) is the student's prediction with the
 teachers' *live* classifiers (shared classifier); the student's own head is
@@ -42,11 +46,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModel
 from mmengine.optim import OptimWrapperDict
-from mmengine.runner import load_checkpoint
 from mmrazor.models.algorithms.base import BaseAlgorithm
 from mmrazor.registry import MODELS
 
 from ..errors import ConfigError
+from ..utils.teacher import as_list, build_teacher, teachers_and_ckpts
 
 TEACHER_BIAS_OPTIM = 'teacher_bias'
 MAIN_OPTIM = 'main'
@@ -83,6 +87,11 @@ class ATSC(BaseAlgorithm):
             scales/shifts). Off by default (official behaviour); a
             documented deviation that keeps the teacher accurate on short
             runs (Digits: teacher 96 -> 66 % without, 94 % with).
+        reuse_teacher_features: step 2 reuses step 1's teacher features
+            instead of running the teachers again (official). Saves one
+            teacher forward per step (``tools/benchmark.py`` row
+            ``ATSC (reuse_teacher_features)``); not step-equivalent to the
+            official code.
         data_preprocessor: the run's preprocessor.
     """
 
@@ -92,42 +101,38 @@ class ATSC(BaseAlgorithm):
                  architecture: Union[BaseModel, Dict],
                  teachers: Union[Dict, Sequence[Dict]],
                  projectors: Union[Dict, Sequence[Dict]],
-                 teacher_ckpts: Union[None, str, Sequence[Optional[str]]] = None,
+                 teacher_ckpts: Union[None, str,
+                                      Sequence[Optional[str]]] = None,
                  mse_weight: float = 1.0,
                  anchor_weight: float = 1.0,
                  ce_weight: float = 0.0,
                  kd_weight: float = 0.0,
                  kd_tau: float = 4.0,
                  anchor_norm: bool = False,
+                 reuse_teacher_features: bool = False,
                  data_preprocessor: Optional[Dict] = None,
                  init_cfg: Optional[Dict] = None) -> None:
         super().__init__(architecture, data_preprocessor, init_cfg,
                          module_inplace=True)
-        teachers = [teachers] if isinstance(teachers, dict) else list(teachers)
-        projectors = ([projectors] if isinstance(projectors, dict)
-                      else list(projectors))
-        if isinstance(teacher_ckpts, str) or teacher_ckpts is None:
-            teacher_ckpts = [teacher_ckpts] * len(teachers)
-        if not (len(teachers) == len(projectors) == len(teacher_ckpts)):
+        teachers, teacher_ckpts = teachers_and_ckpts(teachers, teacher_ckpts,
+                                                     'ATSC')
+        projectors = as_list(projectors)
+        if len(projectors) != len(teachers):
             raise ConfigError(
-                f'ATSC needs one projector and one checkpoint entry per '
-                f'teacher: got {len(teachers)} teachers, {len(projectors)} '
-                f'projectors, {len(teacher_ckpts)} teacher_ckpts.')
+                f'ATSC needs one projector per teacher: got {len(teachers)} '
+                f'teachers, {len(projectors)} projectors.')
+        # trained by ATSC: built and loaded by the one builder, not frozen
         self.teachers = nn.ModuleList(
-            t if isinstance(t, nn.Module) else MODELS.build(t)
-            for t in teachers)
+            build_teacher(t, c, trainable=True)
+            for t, c in zip(teachers, teacher_ckpts))
         self.connectors = nn.ModuleList(MODELS.build(p) for p in projectors)
         self._teacher_hw: Dict[int, tuple] = {}  # last size written per k
         self.mse_weight, self.anchor_weight = mse_weight, anchor_weight
         self.ce_weight, self.kd_weight, self.kd_tau = (ce_weight, kd_weight,
                                                        kd_tau)
         self.anchor_norm = anchor_norm
+        self.reuse_teacher_features = reuse_teacher_features
         self._check_classifiers()
-        for teacher, ckpt in zip(self.teachers, teacher_ckpts):
-            if ckpt:
-                load_checkpoint(teacher, ckpt, map_location='cpu',
-                                revise_keys=[(r'^module\.', '')])
-                teacher._is_init = True  # init_weights must not overwrite
         # theta0: frozen copies, persistent (saved, restored on resume)
         self.anchors = nn.ModuleList()
         self._anchor_names = []
@@ -210,8 +215,7 @@ class ATSC(BaseAlgorithm):
         hot path does no host-to-device copy."""
         hw = tuple(f_t.shape[2:])
         if self._teacher_hw.get(k) != hw:
-            self.connectors[k].proj.target_hw.copy_(
-                torch.tensor(hw, dtype=torch.long))
+            self.connectors[k].proj.set_target(hw)
             self._teacher_hw[k] = hw
 
     def anchor_loss(self) -> torch.Tensor:
@@ -226,7 +230,9 @@ class ATSC(BaseAlgorithm):
         return total
 
     def loss(self, inputs, data_samples) -> Dict[str, torch.Tensor]:
-        """Step-1 losses; also keeps what step 2 needs (no teacher re-run)."""
+        """Step-1 losses; also keeps what step 2 needs: the inputs (the
+        teachers run again) or, with ``reuse_teacher_features``, the pooled
+        step-1 teacher features."""
         f_s = self._student_map(inputs)
         labels = torch.cat([ds.gt_label for ds in data_samples])
         losses, projected, t_feats, t_logits = {}, [], [], []
@@ -255,12 +261,22 @@ class ATSC(BaseAlgorithm):
                 losses['loss_kd'] = self.kd_weight * tau**2 * F.kl_div(
                     F.log_softmax(z_s / tau, 1), F.softmax(z_t / tau, 1),
                     reduction='batchmean')
-        self._step2 = (t_feats, labels)
+        self._step2 = (t_feats if self.reuse_teacher_features else inputs,
+                       labels)
         return losses
 
     def teacher_bias_loss(self) -> torch.Tensor:
-        """Step 2: sum_k CE(fc_Tk(GAP(f_tk)), y), gradient to fc biases only."""
+        """Step 2: sum_k CE(fc_Tk(GAP(f_tk)), y), gradient to fc biases only.
+
+        f_tk from a second forward of the updated teachers in train mode
+        (official), or step 1's with ``reuse_teacher_features``."""
         t_feats, labels = self._step2
+        if not self.reuse_teacher_features:
+            with torch.no_grad():  # only the biases train; BN stats move
+                t_feats = [
+                    F.adaptive_avg_pool2d(self._teacher_map(k, t_feats),
+                                          1).flatten(1)
+                    for k in range(len(self.teachers))]
         total = 0.
         for teacher, feat in zip(self.teachers, t_feats):
             fc = teacher.head.fc
@@ -317,9 +333,8 @@ class ATSC(BaseAlgorithm):
         """Student config + weights: backbone -> ATSCSharedHead."""
         student = copy.deepcopy(model_cfg['architecture'])
         projs = model_cfg['projectors']
-        projs = [projs] if isinstance(projs, dict) else list(projs)
-        teachers = model_cfg['teachers']
-        teachers = [teachers] if isinstance(teachers, dict) else teachers
+        projs = as_list(projs)
+        teachers = as_list(model_cfg['teachers'])
         num_classes = teachers[0]['head']['num_classes']
         student.pop('neck', None)
         student['neck'] = None

@@ -22,7 +22,10 @@ class SimKDProjector(nn.Module):
 
     ``target_hw`` (a buffer, saved with the weights) is the teacher map size
     seen in training: a larger student map is adaptive-average-pooled to it
-    first. (0, 0) means "no pooling".
+    first. (0, 0) means "no pooling". ``forward`` reads a plain-int copy of
+    it (kept in step by :meth:`set_target` and by loading a state dict), never
+    the tensor: a data-dependent size would stop ``torch.export`` and break
+    ``torch.compile`` graphs.
 
     Shapes: (N, C_s, H_s, W_s) -> (N, C_t, H_t, W_t).
     """
@@ -39,9 +42,21 @@ class SimKDProjector(nn.Module):
             nn.Conv2d(mid, out_channels, 1, bias=False),
             nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
         self.register_buffer('target_hw', torch.zeros(2, dtype=torch.long))
+        self._target = (0, 0)
+
+    def set_target(self, hw: Sequence[int]) -> None:
+        """Record the teacher map size (buffer and its int copy)."""
+        self._target = tuple(int(v) for v in hw)
+        self.target_hw.copy_(torch.tensor(self._target, dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        saved = state_dict.get(prefix + 'target_hw')
+        if saved is not None:
+            self._target = tuple(int(v) for v in saved.tolist())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        th, tw = (int(v) for v in self.target_hw)
+        th, tw = self._target
         if th > 0 and (x.shape[2] > th or x.shape[3] > tw):
             x = F.adaptive_avg_pool2d(x, (th, tw))
         return self.layers(x)

@@ -53,6 +53,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import ConfigError
+
 KINDS = ('penultimate', 'intermediate')
 GOLDEN = 2654435761  # Knuth's multiplicative hash: per-image offsets
 
@@ -72,9 +74,11 @@ def _test_pipeline(cfg) -> list:
         loader = cfg.get(key)
         if loader and loader.get('dataset', {}).get('pipeline') is not None:
             return loader['dataset']['pipeline']
-    raise KeyError('kd_layer_stats reads the training split through the test '
-                   'pipeline, but the config has no test_dataloader.dataset'
-                   '.pipeline (nor val_dataloader.dataset.pipeline).')
+    raise ConfigError('kd_layer_stats reads the training split through the '
+                      'test pipeline, but the config has no test_dataloader.'
+                      'dataset.pipeline (nor val_dataloader.dataset.pipeline)'
+                      '.\n  Fix: give the config a test_dataloader (its data '
+                      'set base has one).')
 
 
 def student_sources(cfg) -> Dict[str, str]:
@@ -113,8 +117,10 @@ def _probe_student_hw(cfg, inputs: torch.Tensor, kinds, log) -> dict:
         if src is None:
             continue
         if src not in modules:
-            raise KeyError(f'kd_layer_stats: the student has no module '
-                           f'{src!r} (the {kind} loss compares with it).')
+            raise ConfigError(f'kd_layer_stats: the student has no module '
+                              f'{src!r} (the {kind} loss compares with it).'
+                              '\n  Fix: point the loss\'s student recorder '
+                              'at a module of the student.')
         handles.append(modules[src].register_forward_hook(
             lambda m, i, o, k=kind: sizes.__setitem__(k, tuple(o.shape[2:]))))
     try:
@@ -208,21 +214,21 @@ def _collect(cfg, teacher_ckpt: str, layers: dict, spec: dict,
     ordered by data-set index, whatever the number of processes.
     """
     from mmengine.dist import gather_object, get_rank, get_world_size
-    from mmengine.runner import Runner, load_checkpoint
+    from mmengine.runner import Runner
     from mmpretrain.registry import MODELS as PT_MODELS
-    from mmrazor.registry import MODELS
 
+    from .utils.teacher import build_teacher
     device = spec.get('device') or ('cuda' if torch.cuda.is_available()
                                     else 'cpu')
-    teacher = MODELS.build(cfg.model.teacher)
-    load_checkpoint(teacher, teacher_ckpt, map_location='cpu', logger=None)
+    teacher = build_teacher(cfg.model.teacher, teacher_ckpt)
     teacher.eval().to(device)
     modules = dict(teacher.named_modules())
     for kind, name in layers.items():
         if name not in modules:
             near = [n for n in modules if n.startswith(name.split('.')[0])]
-            raise KeyError(f'kd_layer_stats.{kind}.teacher_layer {name!r} is '
-                           f'not a module of the teacher; e.g. {near[:8]}')
+            raise ConfigError(f'kd_layer_stats.{kind}.teacher_layer {name!r} '
+                              f'is not a module of the teacher.\n  Fix: use '
+                              f'one of its modules, e.g. {near[:8]}')
     preproc = PT_MODELS.build(cfg.data_preprocessor).to(device)
     log(f'[kd_layer_stats] teacher on {device}')
     train = cfg.train_dataloader
@@ -304,9 +310,9 @@ def _kmeans(x: np.ndarray, k: int, seed: int, iters: int = 20):
     iterations (official: faiss, 20 iterations)."""
     from sklearn.cluster import KMeans
     if len(x) < k:
-        raise ValueError(f'only {len(x)} feature vectors for {k} clusters; '
-                         'raise max_memory_gb / min_per_class or lower the '
-                         'template count.')
+        raise ConfigError(f'only {len(x)} feature vectors for {k} clusters.'
+                          '\n  Fix: raise max_memory_gb / min_per_class or '
+                          'lower the template count.')
     return KMeans(n_clusters=k, init='k-means++', n_init=1, max_iter=iters,
                   random_state=seed, algorithm='lloyd').fit(x)
 
@@ -323,6 +329,16 @@ def intermediate_statistics(x: np.ndarray, y: np.ndarray, num_classes: int,
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     d = lda_dims(lda_dim, num_classes, x.shape[1])
     lda = LinearDiscriminantAnalysis(n_components=d, solver='svd').fit(x, y)
+    found = lda.scalings_.shape[1]
+    if found < d:  # rank-deficient features (e.g. dead channels)
+        raise ConfigError(
+            f'the teacher features at the intermediate layer give only '
+            f'{found} LDA directions, fewer than the {d} asked for (lda_dim;'
+            f' at most classes - 1 and channels). Their within-class scatter '
+            f'has rank {found}: dead or duplicate channels, or too few '
+            f'locations.\n  Fix: --cfg-options '
+            f'kd_layer_stats.intermediate.lda_dim={found}, or use a '
+            'better-trained teacher.')
     mean, proj = lda.xbar_, lda.scalings_[:, :d]
     z = (x - mean) @ proj
     s = num_classes * subclasses
@@ -331,9 +347,10 @@ def intermediate_statistics(x: np.ndarray, y: np.ndarray, num_classes: int,
     for c in range(num_classes):
         idx = np.flatnonzero(y == c)
         if len(idx) < subclasses:
-            raise ValueError(f'class {c} has {len(idx)} locations, fewer '
-                             f'than {subclasses} subclasses; raise '
-                             'min_per_class.')
+            raise ConfigError(f'class {c} has {len(idx)} locations, fewer '
+                              f'than {subclasses} subclasses.\n  Fix: lower '
+                              'kd_layer_stats.intermediate.subclasses, or '
+                              'use more images of that class.')
         km = _kmeans(z[idx], subclasses, seed, iters)
         assign[idx] = c * subclasses + km.labels_
         for j in range(subclasses):  # prototypes: means of the members
@@ -377,8 +394,10 @@ def _compute(cfg, teacher_ckpt, out, max_locations, log) -> dict:
     from mmengine.dist import get_world_size, is_main_process
     spec = cfg.get('kd_layer_stats')
     if not spec:
-        raise KeyError('the config has no kd_layer_stats = dict(penultimate='
-                       '..., intermediate=...) section.')
+        raise ConfigError('the config has no kd_layer_stats = dict('
+                          'penultimate=..., intermediate=...) section.\n  '
+                          'Fix: pass the KD-layer distillation config (e.g. '
+                          'configs/kd_layer_r32x4_r8x4_cifar100.py).')
     seed = int(spec.get('seed', 0))
     iters = int(spec.get('kmeans_iters', 20))
     kinds = [k for k in KINDS if spec.get(k)]

@@ -1,4 +1,5 @@
 """The ImageNet / CIFAR configs are complete and build."""
+import glob
 import os.path as osp
 
 import pytest
@@ -49,6 +50,7 @@ def test_only_ie_kd_stage_one_asks_ddp_for_unused_parameters():
     only IE-KD stage 1 (student run but not trained) needs it. The CPU DDP
     tests (tests/test_distributed.py) train the others without it."""
     import glob
+
     from mmengine.config import Config
     found = sorted(
         osp.relpath(f, ROOT) for f in glob.glob(
@@ -58,3 +60,39 @@ def test_only_ie_kd_stage_one_asks_ddp_for_unused_parameters():
     assert found == ['configs/demo/ie_kd_stage1_digits.py',
                      'configs/ie_kd/stage1_r34_in1k.py',
                      'configs/ie_kd/stage1_r56_cifar100.py']
+
+
+def test_gpu_tests_cover_every_method():
+    """A static check of tests/test_gpu.py (runs without a GPU)."""
+    from tests.test_gpu import METHODS
+    names = {osp.basename(c) for c, _ in METHODS.values()}
+    demo = {osp.basename(p) for p in glob.glob(
+        osp.join(ROOT, 'configs/demo/*_digits.py'))}
+    methods = {n for n in demo if not n.startswith(('teacher', 'student'))}
+    # letKD-1, the IE+KD / IE+AEKT compositions and two-teacher AEKT share
+    # their code paths with rows above
+    assert methods - names <= {'kd_layer1_digits.py', 'ie_kd_kd_digits.py',
+                               'ie_kd_aekt_digits.py', 'mt_aekt_digits.py'}
+
+
+ALL_CONFIGS = sorted(
+    p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
+                         recursive=True) if '_base_' not in p)
+
+
+@pytest.mark.parametrize('path', ALL_CONFIGS,
+                         ids=lambda p: osp.relpath(p, ROOT))
+def test_loops_loaders_and_evaluators_are_all_set_or_all_none(path):
+    """mmengine's Runner refuses a config whose dataloader, loop config and
+    evaluator disagree (IE-KD stage 1 inherited a test_dataloader without a
+    test_cfg and failed before training); checked here for every config."""
+    cfg = Config.fromfile(path)
+    for split in ('val', 'test'):
+        parts = [cfg.get(f'{split}_dataloader'), cfg.get(f'{split}_cfg'),
+                 cfg.get(f'{split}_evaluator')]
+        set_ = [p is not None for p in parts]
+        assert all(set_) or not any(set_), (
+            f'{split}_dataloader/_cfg/_evaluator set: {set_}')
+    train = [cfg.get('train_dataloader'), cfg.get('train_cfg'),
+             cfg.get('optim_wrapper')]
+    assert all(p is not None for p in train)

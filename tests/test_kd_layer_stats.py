@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from mmrazor.registry import MODELS as RZ
 
-from kd_plugins.kd_layer_stats import (compute_kd_layer_stats,
-                                       location_index, location_quota)
+from kd_plugins.kd_layer_stats import (compute_kd_layer_stats, location_index,
+                                       location_quota)
 from tests.conftest import ROOT
 
 KDL = osp.join(ROOT, 'configs/demo/kd_layer_digits.py')
@@ -152,3 +152,21 @@ def test_unpooled_statistics_are_refused_for_a_larger_teacher(tmp_path):
                                torch.randn(1, 4, 2, 2)))
     with pytest.raises(ValueError, match='at their own size'):
         loss(torch.randn(1, 3, 2, 2), torch.randn(1, 4, 4, 4))
+
+
+def test_rank_deficient_features_name_the_lda_dim_to_use():
+    """A teacher layer with dead channels gives fewer LDA directions than
+    lda_dim asks for: a clear error with the number found and the option
+    (it crashed in numpy's broadcasting before)."""
+    from kd_plugins.errors import ConfigError
+    from kd_plugins.kd_layer_stats import intermediate_statistics
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 20)
+    x = np.zeros((200, 8))
+    x[:, :4] = rng.normal(size=(200, 4)) + y[:, None] * 0.3  # 4 live
+    with pytest.raises(ConfigError, match=r'only 4 LDA directions, fewer '
+                       r'than the 8') as err:
+        intermediate_statistics(x, y, 10, lda_dim=8, subclasses=2, seed=0)
+    assert 'kd_layer_stats.intermediate.lda_dim=4' in str(err.value)
+    out = intermediate_statistics(x, y, 10, lda_dim=4, subclasses=2, seed=0)
+    assert out  # the suggested value works

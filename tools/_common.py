@@ -11,8 +11,9 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, ROOT)
 
-import kd_plugins  # noqa: E402,F401  (compat fixes before anything else)
 from mmengine.config import Config, ConfigDict  # noqa: E402
+
+import kd_plugins  # noqa: E402,F401  (compat fixes before anything else)
 
 
 def run_main(main, argv=None):
@@ -80,13 +81,26 @@ def out_file(path: str, what: str) -> str:
     return path
 
 
-def add_common_args(parser) -> None:
+def add_cfg_options(parser) -> None:
+    """mmpretrain's ``--cfg-options key=value ...`` (every tool has it)."""
     from mmengine.config import DictAction
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, key=value pairs, e.g. '
         'model.teacher_ckpt=teacher.pth train_cfg.max_epochs=10')
+
+
+def load_config_with_options(path: str, options) -> Config:
+    """:func:`load_config`, then ``--cfg-options`` merged in."""
+    cfg = load_config(path)
+    if options:
+        cfg.merge_from_dict(options)
+    return cfg
+
+
+def add_common_args(parser) -> None:
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    add_cfg_options(parser)
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none', help='job launcher')

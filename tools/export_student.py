@@ -1,6 +1,7 @@
 """Export the student of a distillation run as a plain mmpretrain model.
 
-    python tools/export_student.py CONFIG CHECKPOINT OUT_DIR
+    python tools/export_student.py CONFIG CHECKPOINT OUT_DIR \
+        [--cfg-options K=V ...]
 
 Writes OUT_DIR/student.py (an mmpretrain config with the test pipeline) and
 OUT_DIR/student.pth (student weights only: no teacher, no training-only
@@ -17,7 +18,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import kd_plugins  # noqa: E402,F401
-from _common import need_file, out_dir, run_main  # noqa: E402
+from _common import (add_cfg_options, load_config_with_options,  # noqa: E402
+                     need_file, out_dir, run_main)
 from kd_plugins.export import export_student  # noqa: E402
 
 
@@ -26,14 +28,15 @@ def main(argv=None):
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('out_dir')
+    add_cfg_options(parser)
     args = parser.parse_args(argv)
     need_file(args.config, 'config', 'pass the config the run was trained '
               'with (e.g. configs/demo/kd_digits.py)')
+    cfg = load_config_with_options(args.config, args.cfg_options)
     need_file(args.checkpoint, 'checkpoint', 'pass a checkpoint of the run '
               '(e.g. work_dirs/<config>/epoch_N.pth)')
     out_dir(args.out_dir, 'OUT_DIR')
-    cfg_path, pth_path = export_student(args.config, args.checkpoint,
-                                        args.out_dir)
+    cfg_path, pth_path = export_student(cfg, args.checkpoint, args.out_dir)
     print(f'exported student: {cfg_path} {pth_path}')
 
 

@@ -1,8 +1,11 @@
 """Compute the KD layer's offline statistics from a teacher.
 
-    python tools/kd_layer_stats.py CONFIG TEACHER_CKPT OUT.npz [--max-locations N]
+    python tools/kd_layer_stats.py CONFIG TEACHER_CKPT OUT.npz \
+        [--max-locations N] \
+        [--cfg-options train_dataloader.dataset.data_root=/data/c100 ...]
     # several processes: each extracts its shard, rank 0 gathers and writes
-    python -m torch.distributed.run --nproc_per_node 8 tools/kd_layer_stats.py \
+    python -m torch.distributed.run --nproc_per_node 8 \
+        tools/kd_layer_stats.py \
         CONFIG TEACHER_CKPT OUT.npz --launcher pytorch
 
 CONFIG is the KD-layer distillation config (its ``kd_layer_stats`` section
@@ -22,8 +25,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import kd_plugins  # noqa: E402,F401
-from _common import (close_dist, load_config, need_file,  # noqa: E402
-                     out_file, run_main)
+from _common import (add_cfg_options, close_dist,  # noqa: E402
+                     load_config_with_options, need_file, out_file, run_main)
 from kd_plugins.engine.preflight import check_data  # noqa: E402
 from kd_plugins.kd_layer_stats import compute_kd_layer_stats  # noqa: E402
 
@@ -40,9 +43,10 @@ def main(argv=None):
                         help='extract features on several processes (each '
                         'reads its shard; rank 0 fits and writes OUT)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_cfg_options(parser)
     args = parser.parse_args(argv)
     from mmengine.registry import init_default_scope
-    cfg = load_config(args.config)
+    cfg = load_config_with_options(args.config, args.cfg_options)
     need_file(args.teacher_ckpt, 'teacher checkpoint', 'pass the teacher\'s '
               '.pth (the one the distillation config uses as teacher_ckpt)')
     out_file(args.out, 'OUT.npz')

@@ -27,10 +27,14 @@ model = dict(
 # DDP: the student runs (under no_grad) but is not trained in stage 1; only
 # this config needs DDP to tolerate parameters without gradients
 find_unused_parameters = True
-# only the auto-encoder learns: no accuracy to validate
 train_cfg = dict(max_epochs=8, val_interval=100)
+# only the auto-encoder learns: no accuracy to validate or test (mmengine
+# needs each loader, its loop config and its evaluator all set or all None)
 val_dataloader = None
 val_cfg = None
 val_evaluator = None
+test_dataloader = None
+test_cfg = None
+test_evaluator = None
 default_hooks = dict(logger=dict(interval=10),
                      checkpoint=dict(save_best=None))

@@ -32,7 +32,12 @@ optim_wrapper = dict(
 param_scheduler = dict(type='ConstantLR', factor=1.0, by_epoch=True, begin=0,
                        end=30)  # official: a constant lr
 train_cfg = dict(by_epoch=True, max_epochs=30, val_interval=1000)
+# only the auto-encoder learns: no accuracy to validate or test (mmengine
+# needs each loader, its loop config and its evaluator all set or all None)
 val_dataloader = None
 val_cfg = None
 val_evaluator = None
+test_dataloader = None
+test_cfg = None
+test_evaluator = None
 default_hooks = dict(checkpoint=dict(save_best=None))

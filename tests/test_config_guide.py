@@ -1,4 +1,4 @@
-"""The README's "Add a method to any mmpretrain config" recipe works on
+"""docs/training.md's "Add a method to any mmpretrain config" recipe works on
 mmpretrain's own shipped configs (ResNet-34 teacher -> ResNet-18 student)."""
 import os.path as osp
 
@@ -12,25 +12,34 @@ from tests.conftest import ROOT
 MIM = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'configs', 'resnet')
 
 
-def test_readme_recipe_wraps_an_mmpretrain_config(tmp_path):
+def guide_recipe() -> str:
+    """The first python block of docs/training.md's "Add a method to any
+    mmpretrain config" section, as a user copies it."""
+    import re
+    with open(osp.join(ROOT, 'docs', 'training.md')) as f:
+        text = f.read()
+    section = text.split('## Add a method to any mmpretrain config', 1)[1]
+    return re.search(r'```python\n(.*?)```', section, re.S).group(1)
+
+
+def test_guide_recipe_wraps_an_mmpretrain_config(tmp_path):
     student = Config.fromfile(osp.join(MIM, 'resnet18_8xb32_in1k.py'))
     student.dump(str(tmp_path / 'my_student_config.py'))
     teacher = Config.fromfile(osp.join(MIM, 'resnet34_8xb32_in1k.py'))
-    # the recipe, as README.md gives it
-    (tmp_path / 'my_kd.py').write_text(f"""
-_base_ = ['./my_student_config.py',
-          '{osp.join(ROOT, 'configs/_base_/distill/kd.py')}']
-custom_imports = dict(imports=['kd_plugins'], allow_failed_imports=False)
-_pre = dict(_base_.data_preprocessor, type='mmpretrain.ClsDataPreprocessor')
-_teacher = {teacher.model.to_dict()!r}
-model = dict(
-    _delete_=True, _scope_='mmrazor', type='FastDistill',
-    data_preprocessor=_pre,
-    architecture=dict(_base_.model, _scope_='mmpretrain', data_preprocessor=_pre),
-    teacher=dict(_teacher, _scope_='mmpretrain', data_preprocessor=_pre),
-    teacher_ckpt=None,
-    distiller=_base_.kd_distiller)
-""")
+    # the recipe, as docs/training.md gives it, with the user's three
+    # blanks filled in: where kd_plugins is, the teacher's model dict, and
+    # no teacher checkpoint (random weights)
+    recipe = guide_recipe()
+    fills = [("'/path/to/kd_plugins/configs/_base_/distill/kd.py'",
+              repr(osp.join(ROOT, 'configs/_base_/distill/kd.py'))),
+             ("_teacher = dict(type='ImageClassifier', backbone=..., "
+              "neck=..., head=...)",
+              f'_teacher = {teacher.model.to_dict()!r}'),
+             ("teacher_ckpt='teacher.pth'", 'teacher_ckpt=None')]
+    for blank, value in fills:
+        assert blank in recipe, f'docs/training.md recipe lost {blank!r}'
+        recipe = recipe.replace(blank, value)
+    (tmp_path / 'my_kd.py').write_text(recipe)
     cfg = Config.fromfile(str(tmp_path / 'my_kd.py'))
     assert cfg.train_dataloader == student.train_dataloader  # the rest stays
     from kd_plugins.engine.pair_checks import check_pairs

@@ -56,6 +56,27 @@ def test_commands_name_existing_tools_and_configs(path):
         assert checked, f'{path}: no command found (fences changed?)'
 
 
+def _code_text(path):
+    """Everything a reader may copy: fenced blocks and inline code spans."""
+    text = open(path, encoding='utf-8').read()
+    fenced = [b for _, b in _blocks(path)]
+    rest = re.sub(r'```\w*\n.*?```', '', text, flags=re.S)
+    return fenced + re.findall(r'`([^`\n]+)`', rest)
+
+
+PATH_RE = re.compile(r'(?<![\w/.])((?:tools|configs|docs|kd_plugins|tests)/'
+                     r'[\w/.-]*\w\.(?:py|sh|md|json|png))(?![\w*<])')
+
+
+@pytest.mark.parametrize('path', DOCS, ids=lambda p: osp.relpath(p, ROOT))
+def test_paths_in_commands_and_inline_code_exist(path):
+    """Paths in inline code (`tools/x.py`) as well as in fenced blocks: the
+    guides without a fenced block are checked too."""
+    missing = [p for text in _code_text(path) for p in PATH_RE.findall(text)
+               if not osp.exists(osp.join(ROOT, p))]
+    assert not missing, f'{osp.relpath(path, ROOT)} names {missing}'
+
+
 def test_no_reference_to_files_outside_the_project():
     files = DOCS + glob.glob(osp.join(ROOT, 'kd_plugins', '**', '*.py'),
                              recursive=True) + glob.glob(

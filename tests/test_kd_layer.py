@@ -2,6 +2,8 @@
 different families by config, export equality; the supervision (targets and
 KL by hand, statistics file checks), training, resume and export; three
 training steps equal to a transcription of the official step."""
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -133,8 +135,7 @@ import numpy as np  # noqa: E402
 from mmrazor.registry import MODELS as RZ  # noqa: E402
 
 from tests.conftest import (MID_EPOCH_3, ROOT,  # noqa: E402
-                            assert_killed_after, run_tool,
-                            shipped_test_top1)
+                            assert_killed_after, run_tool, shipped_test_top1)
 
 
 def _write_stats(path, c=4, k=3, classes=2, sub=2, d=2, seed=0):
@@ -353,8 +354,8 @@ def test_benchmark_configs_build(cfg_file, tmp_path):
     model = RZ.build(cfg.model)
     assert len(model.student.backbone.kd_layers) == 2
     assert c == model.student.backbone.kd_layers['layer3' if 'cifar' in
-                                                  cfg_file else
-                                                  'layer4'].in_channels
+                                                 cfg_file else
+                                                 'layer4'].in_channels
 
 
 def test_letkd1_config_trains(digits_stats, tmp_path):
@@ -577,27 +578,33 @@ def test_three_steps_equal_the_official_training_step(tmp_path):
             [s.gt_label for s in dd['data_samples']])))
     _official_letkd_steps(stu, bow, value, fc, teacher, centers_p, 1.0,
                           batches, lr=0.05)
+    start = copy.deepcopy(model.student.state_dict())
     ow = build_optim_wrapper(model, cfg.optim_wrapper)
     model.train()
     for r in raw:
         log = model.train_step(r, ow)
     assert {'distill.loss_penult', 'distill.loss_inter'} <= set(log)
+    # parameters and buffers (BN running statistics)
     theirs = {**{f'backbone.backbone.{k}': v
-                 for k, v in stu.named_parameters()},
-              **{f'head.fc.{k}': v for k, v in fc.named_parameters()}}
+                 for k, v in stu.state_dict().items()},
+              **{f'head.fc.{k}': v for k, v in fc.state_dict().items()}}
     for key, b, v in zip(('layer4_0', 'layer4'), bow, value):
         pre = f'backbone.kd_layers.{key}.'
         theirs[pre + 'match.weight'] = b.weight
         theirs[pre + 'match.scale'] = b.scale
-        theirs[pre + 'bn.weight'] = v.bn.weight
-        theirs[pre + 'bn.bias'] = v.bn.bias
+        theirs.update({pre + f'bn.{k}': x
+                       for k, x in v.bn.state_dict().items()})
         theirs[pre + 'value.weight'] = v.conv_value.weight
         theirs[pre + 'value.scale'] = v.conv_value.scale
-    ours = dict(model.student.named_parameters())
+    ours = model.student.state_dict()
     assert set(ours) == set(theirs)
     for name, p in ours.items():
         torch.testing.assert_close(p, theirs[name], rtol=1e-5, atol=1e-5,
                                    msg=name)
+    # the steps moved (nearly) every float tensor, not a handful
+    floats = [k for k, v in ours.items() if v.is_floating_point()]
+    moved = [k for k in floats if not torch.equal(ours[k], start[k])]
+    assert len(moved) >= 0.9 * len(floats), sorted(set(floats) - set(moved))
     # the steps moved the learnable scales away from their initial values
     assert float(ours['backbone.kd_layers.layer4.match.scale']) != 3.0
     assert float(ours['backbone.kd_layers.layer4_0.value.scale']) != 1.0

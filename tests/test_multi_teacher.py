@@ -12,10 +12,8 @@ from mmengine.config import Config
 from mmpretrain.structures import DataSample
 from mmrazor.registry import MODELS
 
-from kd_plugins.algorithms.multi_teacher import (confidence_weights,
-                                                 mean_probs)
-from tests.conftest import (MID_EPOCH_3, ROOT, assert_killed_after,
-                            run_tool)
+from kd_plugins.algorithms.multi_teacher import confidence_weights, mean_probs
+from tests.conftest import MID_EPOCH_3, ROOT, assert_killed_after, run_tool
 
 MT_KD = 'configs/demo/mt_kd_digits.py'
 MT_AEKT = 'configs/demo/mt_aekt_digits.py'
@@ -233,4 +231,5 @@ def test_benchmark_row_with_two_teachers(tmp_path):
               '8', '--iters', '2', '--warmup', '1', '--json', str(out)])
     rows = {r['name']: r for r in json.loads(out.read_text())['rows']}
     assert {'student', 'mmrazor-kd', 'MultiTeacherDistill'} <= set(rows)
-    assert rows['MultiTeacherDistill']['speedup_vs_mmrazor_kd'] > 0
+    from tests.test_fast_path import assert_rows_consistent
+    assert_rows_consistent(list(rows.values()), batch=8)

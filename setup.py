@@ -1,12 +1,12 @@
 """kd_plugins: knowledge distillation for OpenMMLab image classification."""
 import os.path as osp
-
 from setuptools import find_packages, setup
 
 
 def read_version():
     ns = {}
-    with open(osp.join(osp.dirname(__file__), 'kd_plugins', 'version.py')) as f:
+    path = osp.join(osp.dirname(__file__), 'kd_plugins', 'version.py')
+    with open(path) as f:
         exec(f.read(), ns)
     return ns['__version__']
 
@@ -37,6 +37,7 @@ setup(
         'scikit-learn',
         'matplotlib',
     ],
-    extras_require={'dev': ['pytest']},
+    # dev: the test suite and its lint checks (tests/test_lint.py)
+    extras_require={'dev': ['pytest', 'flake8', 'isort']},
     license='Apache-2.0',
 )

@@ -4,6 +4,7 @@
 stack (mmrazor 1.0.0 on torch >= 2.1 and mmpretrain, weights-only resume,
 CPU launchers) before anything imports mmrazor.
 """
+# isort: off
 from . import compat  # noqa: F401  (must stay first)
 
 import mmrazor.models  # noqa: F401,E402  registers mmrazor's distillers

@@ -19,7 +19,7 @@ Protocol (every row the same):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 VAL_PER_CLASS = 28
@@ -96,7 +96,8 @@ ROWS: List[Row] = [
     Row('ie_kd', 'configs/demo/ie_kd_digits.py', 'IE-KD (CE + IE)',
         needs=T + (('model.distiller.connectors.t_enc.stage1_ckpt',
                     'ie_stage1'), )),
-    Row('ie_kd_kd', 'configs/demo/ie_kd_kd_digits.py', 'IE-KD on KD (CE + KD + IE)',
+    Row('ie_kd_kd', 'configs/demo/ie_kd_kd_digits.py',
+        'IE-KD on KD (CE + KD + IE)',
         needs=T + (('model.distiller.connectors.t_enc.stage1_ckpt',
                     'ie_stage1'), ), variant=True),
     Row('ie_dml', 'configs/demo/ie_dml_digits.py',
@@ -150,7 +151,7 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     if sa['std'] == 0 and sb['std'] == 0:
         same = sa['mean'] == sb['mean']
         return (0.0 if same else math.copysign(math.inf, sa['mean'] -
-                                                sb['mean'])), \
+                                               sb['mean'])), \
             (1.0 if same else 0.0)
     import warnings
     with warnings.catch_warnings():  # nearly equal samples: scipy warns

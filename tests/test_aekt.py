@@ -12,8 +12,8 @@ from mmengine.logging import MessageHub
 from mmpretrain.registry import MODELS as PT_MODELS
 from mmrazor.registry import MODELS as RZ_MODELS
 
-from tests.conftest import (MID_EPOCH_3, ROOT, assert_killed_after,
-                            run_tool, shipped_test_top1)
+from tests.conftest import (MID_EPOCH_3, ROOT, assert_killed_after, run_tool,
+                            shipped_test_top1)
 
 
 def aekt(**kw):
@@ -57,7 +57,8 @@ def test_loss_matches_formula(tau, alpha, beta, ratio_max):
 
 def test_gradients_match_the_analytic_gradient():
     """dL/dz_t = tau*alpha*r*(pS_t - pT_t)/N;
-    dL/dz_j = tau/N * [alpha*r*hatpS_j*(pT_t - pS_t) + beta*(hatpS_j - hatpT_j)]
+    dL/dz_j = tau/N * [alpha*r*hatpS_j*(pT_t - pS_t)
+                       + beta*(hatpS_j - hatpT_j)]
     (spec, "Why adaptive")."""
     tau, alpha, beta, rmax = 2.0, 1.0, 3.0, 10.0
     g = torch.Generator().manual_seed(1)
@@ -76,7 +77,7 @@ def test_gradients_match_the_analytic_gradient():
         # target logit
         want_t = tau * alpha * r * (ps[i, k] - pt[i, k]) / n
         assert float(s.grad[i, k]) == pytest.approx(float(want_t), rel=1e-4,
-                                                     abs=1e-6)
+                                                    abs=1e-6)
         # a non-target logit
         j = (k + 1) % 5
         keep = [c for c in range(5) if c != k]
@@ -85,7 +86,7 @@ def test_gradients_match_the_analytic_gradient():
         want_j = tau / n * (alpha * r * hs * (pt[i, k] - ps[i, k])
                             + beta * (hs - ht))
         assert float(s.grad[i, j]) == pytest.approx(float(want_j), rel=1e-4,
-                                                     abs=1e-6)
+                                                    abs=1e-6)
 
 
 def test_ratio_is_clamped_and_carries_no_gradient():
@@ -296,8 +297,9 @@ def test_demo_trains_evaluates_resumes_and_exports(digits_teacher, tmp_path,
 
 def test_exported_student_logits_equal_the_distillers(digits_teacher,
                                                       tmp_path):
-    from kd_plugins.export import export_student
     from mmrazor.registry import MODELS
+
+    from kd_plugins.export import export_student
     _, teacher, _ = digits_teacher
     wd = str(tmp_path / 'run')
     _aekt_run(wd, teacher, epochs=2)

@@ -164,6 +164,7 @@ def test_converter_lists_mismatched_keys(tmp_path):
 
 def test_teacher_configs_build():
     import glob
+
     from mmengine.config import Config
     files = sorted(glob.glob(f'{ROOT}/configs/teachers/*_cifar100.py'))
     assert len(files) >= 5

@@ -8,8 +8,8 @@ import torch
 from mmengine.config import Config
 from mmrazor.registry import MODELS
 
-from tests.conftest import (MID_EPOCH_3, ROOT, assert_killed_after,
-                            run_tool, shipped_test_top1)
+from tests.conftest import (MID_EPOCH_3, ROOT, assert_killed_after, run_tool,
+                            shipped_test_top1)
 
 
 def n(x):
@@ -20,7 +20,7 @@ def n(x):
 def test_losses_match_the_formula():
     g = torch.Generator().manual_seed(0)
     s, t = torch.randn(3, 4, 5, 5, generator=g), torch.randn(3, 4, 5, 5,
-                                                              generator=g)
+                                                             generator=g)
     inh = MODELS.build(dict(type='IEInheritLoss'))(s, t)
     exp = MODELS.build(dict(type='IEExploreLoss', loss_weight=7.0))(s, t)
     ref = (n(s) - n(t)).abs().mean()
@@ -195,7 +195,8 @@ def test_stage2_end_to_end_encoder_frozen_and_export(stage1, tmp_path):
     m1, m2 = tmp_path / 'm1.json', tmp_path / 'm2.json'
     run_tool(['tools/test.py', STAGE2, osp.join(wd, 'epoch_2.pth'),
               '--work-dir', str(tmp_path / 't1'), '--dump-metrics', str(m1),
-              '--cfg-options', f'model.distiller.connectors.t_enc.stage1_ckpt={s1}'])
+              '--cfg-options',
+              f'model.distiller.connectors.t_enc.stage1_ckpt={s1}'])
     run_tool(['tools/test.py', osp.join(out, 'student.py'),
               osp.join(out, 'student.pth'), '--work-dir', str(tmp_path / 't2'),
               '--dump-metrics', str(m2)])

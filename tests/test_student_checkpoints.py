@@ -1,4 +1,5 @@
-"""StudentCheckpointHook: a plain mmpretrain student beside every checkpoint."""
+"""StudentCheckpointHook: a plain mmpretrain student beside every
+checkpoint."""
 import glob
 import json
 import os.path as osp

@@ -25,7 +25,6 @@ compile.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import os.path as osp
@@ -196,7 +195,8 @@ def render(s: dict) -> str:
               "mmrazor's KD in one process)", '']
     for r in s['benchmarks']:
         if 'rows' not in r:
-            lines += [f"- {r['config']}: {r.get('failed') or r.get('skipped')}",
+            why = r.get('failed') or r.get('skipped')
+            lines += [f"- {r['config']}: {why}",
                       '']
             continue
         lines += [table(r['rows'], r['meta']), '']

@@ -2,16 +2,16 @@
 
     python tools/train.py configs/demo/kd_digits.py
     python tools/train.py CONFIG --resume            # auto: latest in work_dir
-    python tools/train.py CONFIG --amp bf16 --cfg-options model.teacher_ckpt=T.pth
+    python tools/train.py CONFIG --amp bf16 \
+        --cfg-options model.teacher_ckpt=T.pth
 """
 from __future__ import annotations
 
 import argparse
 
 from _common import (Config, add_common_args, build_runner, close_dist,
-                     default_dataloader_cfgs, load_config, need_file,
-                     out_dir, run_main, set_local_rank, set_work_dir)
-
+                     default_dataloader_cfgs, load_config, need_file, out_dir,
+                     run_main, set_local_rank, set_work_dir)
 from kd_plugins.engine import preflight
 from kd_plugins.errors import PreflightError
 

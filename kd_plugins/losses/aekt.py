@@ -12,12 +12,14 @@ non-target classes (renormalised):
     b     = [p_t, 1 - p_t]                                   binary target/rest
     L_exp = r * KL(b^T || b^S),   r = min(p^T_t / p^S_t, ratio_max), no grad
     L_imp = KL(hat-p^T || hat-p^S)
-    loss  = loss_weight * w(iter) * tau^2 * mean_n(alpha * L_exp + beta * L_imp)
+    loss  = loss_weight * w(iter) * tau^2
+            * mean_n(alpha * L_exp + beta * L_imp)
 
 ``r`` makes the explicit (target-confidence) term adaptive: an
 under-confident student (p^S_t < p^T_t) learns the teacher's confidence faster,
 an over-confident one is held back. With ``adaptive=False`` (r = 1) the loss is
-DKD's (TCKD + NCKD). ``w(iter) = min(1, (iter + 1) / warmup_iters)`` is a linear
+DKD's (TCKD + NCKD). ``w(iter) = min(1, (iter + 1) / warmup_iters)`` is a
+linear
 warm-up read from mmengine's MessageHub (so it resumes with the run).
 
 All math is float32 in log space (finite for C = 2, one-hot teachers and huge
@@ -90,7 +92,8 @@ class AEKTLoss(nn.Module):
         self.adaptive = adaptive
 
     def warmup_factor(self) -> float:
-        """min(1, (iter + 1) / warmup_iters), iter from mmengine's MessageHub."""
+        """min(1, (iter + 1) / warmup_iters); iter from mmengine's
+        MessageHub."""
         if self.warmup_iters <= 0:
             return 1.0
         cur = MessageHub.get_current_instance().get_info('iter', 0)

@@ -2,9 +2,11 @@
 ``docs/methods/kd_layer.md``): the teacher's decisions as targets for the
 student's template scores.
 
-    penultimate:  p_T(i) = softmax_k(-tau * ||f_T,i - rho_k||^2)   (k-means centres)
+    penultimate:  p_T(i) = softmax_k(-tau * ||f_T,i - rho_k||^2)
+                                                  (k-means centres)
     intermediate: z_i = LDA(f_T,i); k* = nearest centre among the 8 subclasses
-                  of the ground-truth class; p_T(i) = s_T[k*]       (decision matrix)
+                  of the ground-truth class; p_T(i) = s_T[k*]
+                                                  (decision matrix)
     loss = loss_weight * KL(p_T || softmax(scores_S))   batchmean over all
            B*H*W locations (no T^2 factor)
 

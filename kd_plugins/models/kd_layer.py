@@ -2,9 +2,9 @@
 Decide" (Gorgun, Gurbuz, Alatan, BMVC 2023, arXiv 2309.02843); spec
 ``docs/methods/kd_layer.md``. The layer is kept in the deployed student.
 
-    scores = s1 * cos(x_i, w_k)            match: 1x1 cosine conv C -> K (s1 = 3)
+    scores = s1 * cos(x_i, w_k)        match: 1x1 cosine conv C -> K (s1 = 3)
     a      = ReLU(BN_K(scores))            soft assignment
-    v      = s2 * cosconv_{K -> C}(a)      value: 1x1 cosine conv K -> C (s2 = 1)
+    v      = s2 * cosconv_{K -> C}(a)  value: 1x1 cosine conv K -> C (s2 = 1)
     x_hat  = x + alpha * v
 
 ``KDLayerBackbone`` places KD layers after named modules of any mmpretrain

@@ -76,7 +76,8 @@ class CifarBackbone(BaseBackbone):
         return getattr(self, self.stage_names[i])(x)
 
     def forward(self, x):
-        """x: (N, 3, H, W) -> tuple of the selected stage maps (N, C_i, H_i, W_i)."""
+        """x: (N, 3, H, W) -> tuple of the selected stage maps
+        (N, C_i, H_i, W_i)."""
         x = self.run_stem(x)
         outs = []
         for i in range(len(self.stage_names)):

@@ -2,7 +2,8 @@
 
 wrn_{depth}_{width}: depth = 6n + 4, widths (16, 16w, 32w, 64w); pre-activation
 blocks; the last stage ends with the final BN + ReLU (``bn1``), as the
-classifier sees it. Stages: ``block1`` (32x32), ``block2`` (16), ``block3`` (8).
+classifier sees it. Stages: ``block1`` (32x32), ``block2`` (16), ``block3``
+(8).
 """
 from __future__ import annotations
 

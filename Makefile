@@ -1,5 +1,6 @@
 # make demo : create .venv if missing, install, run the demo on bundled data
 # make test : create .venv if missing, install, run the whole test suite
+# make test-fast : the in-process tests only (formulas, configs, preflight)
 # make gpu-check [OUT=dir] [DRY_RUN=1] : CUDA tests + throughput table on the
 #            GPU machine (no install from the network; see tools/gpu_check.sh)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -14,7 +15,7 @@ TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 endif
 STAMP := $(VENV)/.kd_plugins_installed
 
-.PHONY: install demo test gpu-check clean
+.PHONY: install demo test test-fast gpu-check clean
 install: $(STAMP)
 
 $(STAMP): setup.py Makefile
@@ -30,6 +31,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest tests
+
+test-fast: install
+	$(PY) -m pytest tests -m "not e2e and not gpu"
 
 gpu-check:
 	bash tools/gpu_check.sh $(if $(OUT),--out $(OUT)) $(if $(DRY_RUN),--dry-run)

@@ -11,7 +11,6 @@ if ROOT not in sys.path:
 
 import kd_plugins  # noqa: E402,F401
 
-
 # the first log line of epoch 3: the run has saved epoch_2.pth and is in the
 # middle of epoch 3 (Digits: 23 iterations per epoch, logged every 10)
 MID_EPOCH_3 = r'Epoch\(train\)\s+\[3\]\[\s*\d+/'
@@ -20,23 +19,38 @@ MID_EPOCH_3 = r'Epoch\(train\)\s+\[3\]\[\s*\d+/'
 def _run_and_kill(cmd, cwd, env, timeout, kill_at):
     """Run ``cmd``; SIGKILL it when a line of its output matches ``kill_at``.
 
-    Returns a CompletedProcess (returncode -9 when it was killed)."""
+    Returns a CompletedProcess (returncode -9 when it was killed). A run that
+    outlives ``timeout`` seconds (printing or not) is killed by a watchdog
+    and raises ``TimeoutError``, so it never passes for the intended kill.
+    """
     import re
     import signal
-    import time
+    import threading
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    lines, deadline = [], time.time() + timeout
-    for line in proc.stdout:
-        lines.append(line)
-        if re.search(kill_at, line):
-            os.kill(proc.pid, signal.SIGKILL)  # a real kill: no clean-up
-            break
-        if time.time() > deadline:
-            proc.kill()
-            break
-    proc.stdout.close()
-    proc.wait()
+    timed_out = threading.Event()
+
+    def watchdog():
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, watchdog)
+    timer.start()
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if re.search(kill_at, line):
+                os.kill(proc.pid, signal.SIGKILL)  # a real kill: no clean-up
+                break
+    finally:
+        timer.cancel()
+        proc.stdout.close()
+        proc.wait()
+    if timed_out.is_set():
+        raise TimeoutError(
+            f'{" ".join(cmd)} ran past {timeout} s without printing a line '
+            f'matching {kill_at!r}\n{"".join(lines)[-4000:]}')
     return subprocess.CompletedProcess(cmd, proc.returncode, ''.join(lines),
                                        '')
 
@@ -66,6 +80,27 @@ def run_tool(args, cwd=ROOT, timeout=900, check=True, env=None,
             f'--- stdout ---\n{proc.stdout[-4000:]}\n'
             f'--- stderr ---\n{proc.stderr[-6000:]}')
     return proc
+
+
+# The fast tier (`make test-fast`): tests that run in this process. A test
+# is end-to-end (marker ``e2e``, kept out of the fast tier) when it starts
+# other processes -- the project's tools (run_tool), torchrun/slurm, spawned
+# ranks -- or needs the trained Digits teacher.
+E2E_CALLS = ('run_tool(', '_run(', 'subprocess.', 'mp.spawn(',
+             '_one_and_two_processes(', 'shipped_test_top1(')
+
+
+def pytest_collection_modifyitems(config, items):
+    import inspect
+    for item in items:
+        fn = getattr(item, 'function', None)
+        try:
+            src = inspect.getsource(fn) if fn is not None else ''
+        except (OSError, TypeError):
+            src = ''
+        if 'digits_teacher' in getattr(item, 'fixturenames', ()) or any(
+                c in src for c in E2E_CALLS):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope='session')

@@ -27,6 +27,11 @@ class ArgumentError(KDPluginsError):
     unusable (config, checkpoint, statistics file, output location)."""
 
 
+class MissingFileError(KDPluginsError, FileNotFoundError):
+    """A file the run needs (statistics, a stage-1 checkpoint, a checkpoint
+    to load) does not exist; the message says how to make it."""
+
+
 class ConfigError(KDPluginsError, ValueError):
     """Parts of a config that do not fit together (channels, classes,
     statistics files, classifiers), found while the model is built or at

@@ -22,8 +22,9 @@ import os.path as osp
 import torch
 from mmengine.config import Config, ConfigDict
 
-from .errors import CheckpointError
-from .utils.checkpoint import load_local_checkpoint
+from .errors import CheckpointError, ConfigError
+from .utils.checkpoint import load_local_checkpoint, state_dict_diff
+from .utils.config import innermost_dataset, iter_nodes
 
 STUDENT_PREFIX = 'architecture.'
 
@@ -57,8 +58,10 @@ def student_config_and_state(cfg: Config, state: dict) -> tuple[dict, dict]:
     else:
         student, sd = model_cfg, dict(state)
     if not sd:
-        raise ValueError('no student weights found in the checkpoint (expected'
-                         f' keys starting with {STUDENT_PREFIX!r}).')
+        raise ConfigError('no student weights found in the checkpoint '
+                          f'(expected keys starting with {STUDENT_PREFIX!r}).'
+                          '\n  Fix: pass a checkpoint of a distillation run '
+                          'of this config.')
     student = copy.deepcopy(student)
     student.pop('data_preprocessor', None)
     sd = {k: v for k, v in sd.items() if not k.startswith('data_preprocessor')}
@@ -88,14 +91,9 @@ def _kd_plugins_type(type_name: str) -> bool:
 
 def _uses_kd_plugins(obj) -> bool:
     """True if any ``type`` in the config is registered by kd_plugins."""
-    if isinstance(obj, dict):
-        t = obj.get('type')
-        if isinstance(t, str) and _kd_plugins_type(t):
-            return True
-        return any(_uses_kd_plugins(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return any(_uses_kd_plugins(v) for v in obj)
-    return False
+    return any(isinstance(node, dict) and isinstance(node.get('type'), str)
+               and _kd_plugins_type(node['type'])
+               for _, node in iter_nodes(obj))
 
 
 def export_student(config: str | Config, checkpoint: str,
@@ -118,8 +116,7 @@ def training_size(cfg: Config) -> int | None:
     ``img_size`` (Digits) or the train pipeline's crop; None if unknown."""
     train = _to_dict(cfg.get('train_dataloader') or {})
     ds = train.get('dataset') or {}
-    while 'dataset' in ds and 'pipeline' not in ds:  # data set wrappers
-        ds = ds['dataset']
+    ds = innermost_dataset(ds)
     if ds.get('img_size'):
         return int(ds['img_size'])
     for t in ds.get('pipeline') or []:
@@ -178,10 +175,7 @@ def write_student(cfg: Config, ckpt: dict, cfg_path: str | None,
     state = ckpt.get('state_dict', ckpt)
     student, sd = student_config_and_state(cfg, state)
     model = MODELS.build(copy.deepcopy(student))
-    own = model.state_dict()
-    shapes = [k for k in sd if k in own and sd[k].shape != own[k].shape]
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
+    missing, unexpected, shapes = state_dict_diff(sd, model.state_dict())
     if missing or unexpected or shapes:
         raise CheckpointError(
             f'the checkpoint {source or "given"} does not hold the student '

@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError
+from .utils.config import innermost_dataset
 
 KINDS = ('penultimate', 'intermediate')
 GOLDEN = 2654435761  # Knuth's multiplicative hash: per-image offsets
@@ -62,10 +63,7 @@ GOLDEN = 2654435761  # Knuth's multiplicative hash: per-image offsets
 def _with_test_pipeline(ds_cfg: dict, pipeline) -> dict:
     """The training data set config with ``pipeline`` (through wrappers)."""
     ds_cfg = copy.deepcopy(ds_cfg)
-    node = ds_cfg
-    while 'pipeline' not in node and isinstance(node.get('dataset'), dict):
-        node = node['dataset']
-    node['pipeline'] = copy.deepcopy(pipeline)
+    innermost_dataset(ds_cfg)['pipeline'] = copy.deepcopy(pipeline)
     return ds_cfg
 
 

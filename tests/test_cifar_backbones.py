@@ -56,7 +56,8 @@ def test_out_indices_validation():
     with pytest.raises(ValueError, match='out of range'):
         MODELS.build(dict(type='ResNetCifarKD', arch='resnet8',
                           out_indices=(3, )))
-    with pytest.raises(KeyError, match='unknown arch'):
+    from kd_plugins.errors import ConfigError
+    with pytest.raises(ConfigError, match='unknown arch'):
         MODELS.build(dict(type='ResNetCifarKD', arch='resnet9'))
 
 

@@ -49,6 +49,7 @@ import torch  # noqa: E402
 import kd_plugins  # noqa: E402,F401
 from _common import (add_cfg_options, load_config_with_options,  # noqa: E402
                      out_file, run_main)
+from kd_plugins.errors import ArgumentError, ConfigError
 from kd_plugins.utils.teacher import clear_teacher_ckpts, first_teacher
 
 AMP = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -88,8 +89,8 @@ def mmrazor_kd_cfg(model_cfg: dict, trains_teacher: bool) -> dict:
     """mmrazor's SingleTeacherDistill + KLDivergence on the same pair."""
     teacher = first_teacher(model_cfg)
     if teacher is None:
-        raise SystemExit('kd_plugins: this config has no teacher to compare '
-                         'with mmrazor KD; use --baseline none.')
+        raise ConfigError('this config has no teacher to compare with '
+                          'mmrazor KD.\n  Fix: --baseline none.')
     return dict(
         _scope_='mmrazor', type='SingleTeacherDistill',
         data_preprocessor=copy.deepcopy(model_cfg.get('data_preprocessor')),
@@ -272,12 +273,14 @@ def run(args) -> list[dict]:
     device = torch.device(args.device or (
         'cuda' if torch.cuda.is_available() else 'cpu'))
     if args.amp and device.type != 'cuda':
-        raise SystemExit('kd_plugins: --amp needs a CUDA device.')
+        raise ArgumentError('--amp needs a CUDA device.\n  Fix: drop --amp '
+                            'on a CPU-only machine.')
     size = args.size or _default_size(cfg)
     model_cfg = _strip(cfg.model.to_dict())
     if 'architecture' not in model_cfg:
-        raise SystemExit('kd_plugins: benchmark a distillation config '
-                         '(one with model.architecture).')
+        raise ConfigError('this is not a distillation config (no '
+                          'model.architecture).\n  Fix: benchmark a config '
+                          'of configs/ with a teacher and a student.')
     algo = MODELS.get(str(model_cfg['type']).split('.')[-1])
     trains_teacher = bool(getattr(algo, 'trains_teacher', False)) or bool(
         model_cfg.get('teacher_trainable', False))
@@ -291,7 +294,8 @@ def run(args) -> list[dict]:
     del student
     name = str(model_cfg['type']).split('.')[-1]
     if args.compile and 'compile' not in algo.__init__.__code__.co_varnames:
-        raise SystemExit(f'kd_plugins: {name} has no compile option.')
+        raise ArgumentError(f'{name} has no compile option.\n  Fix: drop '
+                            '--compile for this method.')
     plan = []
     if args.baseline == 'mmrazor-kd':
         plan.append(('mmrazor-kd', lambda: MODELS.build(

@@ -30,7 +30,7 @@ from kd_plugins.errors import ArgumentError  # noqa: E402
 from kd_plugins.models.backbones.cifar_zoo import CIFAR_ZOO  # noqa: E402
 from kd_plugins.models.backbones.cifar_zoo import (UPSTREAM_CLASSIFIER,
                                                    cifar_classifier)
-from kd_plugins.utils.checkpoint import load_local_checkpoint  # noqa: E402
+from kd_plugins.utils.checkpoint import load_local_checkpoint, state_dict_diff
 
 
 def convert_state_dict(upstream: dict, arch: str) -> dict:
@@ -60,11 +60,9 @@ def convert(src: str, dst: str, arch: str, num_classes: int = 100) -> dict:
     upstream = ckpt.get('model', ckpt.get('state_dict', ckpt))
     state = convert_state_dict(upstream, arch)
     model = MODELS.build(cifar_classifier(arch, num_classes))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    bad_shape = sorted(k for k in set(state) & set(expected)
-                       if state[k].shape != expected[k].shape)
+    missing, unexpected, bad_shape = (sorted(keys) for keys in
+                                      state_dict_diff(state,
+                                                      model.state_dict()))
     if missing or unexpected or bad_shape:
         lines = [f'{src!r} does not match --arch {arch}:']
         for title, keys in (('missing', missing), ('unexpected', unexpected),

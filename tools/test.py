@@ -10,6 +10,7 @@ from _common import (add_common_args, build_runner, close_dist,
                      default_dataloader_cfgs, load_config, need_file, out_dir,
                      out_file, run_main, set_local_rank, set_work_dir)
 from kd_plugins.engine import preflight
+from kd_plugins.utils.config import iter_nodes
 from kd_plugins.utils.teacher import clear_teacher_ckpts
 
 
@@ -29,15 +30,10 @@ def parse_args(argv=None):
 
 
 def _clear_key(obj, key: str) -> None:
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if k == key:
-                obj[k] = None
-            else:
-                _clear_key(v, key)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _clear_key(v, key)
+    """Set every ``key`` anywhere in ``obj`` to None."""
+    for _, node in list(iter_nodes(obj)):
+        if isinstance(node, dict) and key in node:
+            node[key] = None
 
 
 def main(argv=None):

@@ -50,6 +50,8 @@ from mmrazor.models.algorithms.base import BaseAlgorithm
 from mmrazor.registry import MODELS
 
 from ..errors import ConfigError
+from ..losses.tempered_kl import tempered_kl
+from ..models.heads.atsc_head import shared_classifier_logits
 from ..utils.teacher import as_list, build_teacher, teachers_and_ckpts
 
 TEACHER_BIAS_OPTIM = 'teacher_bias'
@@ -201,13 +203,10 @@ class ATSC(BaseAlgorithm):
 
     def deployed_logits(self, f_s, projected=None) -> torch.Tensor:
         """z_s = mean_k fc_Tk(GAP(P_k(f_s))): (N, num_classes)."""
-        logits = []
-        for k, teacher in enumerate(self.teachers):
-            p = projected[k] if projected is not None else \
-                self.connectors[k](f_s)
-            logits.append(teacher.head.fc(
-                F.adaptive_avg_pool2d(p, 1).flatten(1)))
-        return torch.stack(logits).mean(0)
+        if projected is None:
+            projected = [proj(f_s) for proj in self.connectors]
+        return shared_classifier_logits(
+            projected, [t.head.fc for t in self.teachers])
 
     def _record_teacher_size(self, k: int, f_t: torch.Tensor) -> None:
         """Store the teacher map size in projector k (saved with it, used
@@ -258,9 +257,8 @@ class ATSC(BaseAlgorithm):
             if self.kd_weight:
                 tau = self.kd_tau
                 z_t = torch.stack(t_logits).mean(0).float()
-                losses['loss_kd'] = self.kd_weight * tau**2 * F.kl_div(
-                    F.log_softmax(z_s / tau, 1), F.softmax(z_t / tau, 1),
-                    reduction='batchmean')
+                losses['loss_kd'] = self.kd_weight * tempered_kl(z_s, z_t,
+                                                                 tau)
         self._step2 = (t_feats if self.reuse_teacher_features else inputs,
                        labels)
         return losses
@@ -287,7 +285,7 @@ class ATSC(BaseAlgorithm):
     def train_step(self, data, optim_wrapper: OptimWrapperDict):
         if not isinstance(optim_wrapper, OptimWrapperDict) or \
                 TEACHER_BIAS_OPTIM not in optim_wrapper.optim_wrappers:
-            raise TypeError(
+            raise ConfigError(
                 "ATSC needs optim_wrapper=dict(constructor="
                 "'KDMultiOptimWrapperConstructor', optimizer=...) so that the "
                 'teacher classifier biases get their own optimizer.')

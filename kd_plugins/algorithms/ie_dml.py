@@ -54,6 +54,8 @@ from mmengine.optim import OptimWrapperDict
 from mmrazor.models.algorithms.base import BaseAlgorithm
 from mmrazor.registry import MODELS
 
+from ..errors import ConfigError
+from ..losses.tempered_kl import tempered_kl
 from ..utils.dist import global_batch_mean
 
 BRANCHES = ('student_a', 'student_b')
@@ -103,8 +105,8 @@ class IEDML(BaseAlgorithm):
                                         for k, v in encoders_b.items()})})
         for name in BRANCHES:
             if set(self.encoders[name]) != {'inherit', 'explore'}:
-                raise ValueError(f'IEDML encoders of {name} must be '
-                                 "dict(inherit=..., explore=...).")
+                raise ConfigError(f'IEDML encoders of {name} must be '
+                                  "dict(inherit=..., explore=...).")
         self.inherit_loss = MODELS.build(
             inherit_loss or dict(type='IEInheritLoss'))
         self.explore_loss = MODELS.build(
@@ -136,10 +138,8 @@ class IEDML(BaseAlgorithm):
         tau = self.dml_tau
         losses = {
             'loss_ce': F.cross_entropy(logits.float(), labels),
-            'loss_dml': self.dml_weight * tau**2 * F.kl_div(
-                F.log_softmax(logits.float() / tau, 1),
-                F.softmax(peer_logits.float() / tau, 1),
-                reduction='batchmean'),
+            'loss_dml': self.dml_weight * tempered_kl(logits, peer_logits,
+                                                      tau),
             'loss_inh': self.inherit_loss(f_inh, peer_inh),
             'loss_exp': self.explore_loss(f_exp, peer_inh),
         }
@@ -153,8 +153,8 @@ class IEDML(BaseAlgorithm):
     def train_step(self, data, optim_wrapper: OptimWrapperDict):
         if not isinstance(optim_wrapper, OptimWrapperDict) or \
                 set(optim_wrapper.optim_wrappers) != set(BRANCHES):
-            raise TypeError("IEDML needs optim_wrapper=dict(constructor="
-                            "'KDMultiOptimWrapperConstructor', ...).")
+            raise ConfigError("IEDML needs optim_wrapper=dict(constructor="
+                              "'KDMultiOptimWrapperConstructor', ...).")
         data = self.data_preprocessor(data, True)
         inputs = data['inputs']
         labels = torch.cat([ds.gt_label for ds in data['data_samples']])

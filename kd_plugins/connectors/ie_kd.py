@@ -19,8 +19,8 @@ from mmrazor.models.architectures.connectors.base_connector import \
     BaseConnector
 from mmrazor.registry import MODELS
 
-from ..errors import ConfigError, check_feature_map
-from ..utils.checkpoint import load_local_checkpoint
+from ..errors import ConfigError, MissingFileError, check_feature_map
+from ..utils.checkpoint import load_local_checkpoint, state_dict_diff
 
 
 def init_coder(module: nn.Module) -> nn.Module:
@@ -96,7 +96,7 @@ class IETeacherEncoder(BaseConnector):
 
     def load_stage1(self, path: str, prefix: Optional[str] = None) -> None:
         if not osp.isfile(path):
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f'IE-KD stage 2 needs the stage-1 checkpoint, but '
                 f'{path!r} does not exist.\n  Fix: run stage 1 first, e.g. '
                 'python tools/train.py configs/demo/ie_kd_stage1_digits.py, '
@@ -116,8 +116,8 @@ class IETeacherEncoder(BaseConnector):
             prefix = prefixes[0]
         enc = {k[len(prefix):]: v for k, v in state.items()
                if k.startswith(prefix)}
-        own = self.encoder.state_dict()
-        bad = [k for k in own if k not in enc or enc[k].shape != own[k].shape]
+        missing, _, shapes = state_dict_diff(enc, self.encoder.state_dict())
+        bad = missing + shapes
         if bad:
             shapes = {k: tuple(enc[k].shape) for k in bad if k in enc}
             raise ConfigError(

@@ -24,6 +24,8 @@ import numpy as np
 from mmpretrain.datasets import BaseDataset
 from mmpretrain.registry import DATASETS
 
+from ..errors import ConfigError
+
 DIGITS_CLASSES = tuple(str(i) for i in range(10))
 
 
@@ -45,8 +47,8 @@ def load_digits_split(split: str, test_fraction: float = 0.2,
     from sklearn.model_selection import train_test_split
 
     if split not in ('train', 'test'):
-        raise ValueError(f"Digits split must be 'train' or 'test', "
-                         f'got {split!r}.')
+        raise ConfigError(f"Digits split must be 'train' or 'test', "
+                          f'got {split!r}.')
     digits = load_digits()
     idx = np.arange(len(digits.target))
     train_idx, test_idx = train_test_split(
@@ -68,7 +70,7 @@ def train_subset(labels: np.ndarray, split: str, val_per_class: int = 0,
         idx = np.flatnonzero(labels == c)
         order = np.random.default_rng(1000 + int(c)).permutation(idx)
         if val_per_class + (num_per_class or 1) > len(order):
-            raise ValueError(
+            raise ConfigError(
                 f'Digits class {c} has {len(order)} train images: cannot '
                 f'hold out {val_per_class} for validation and keep '
                 f'{num_per_class or "the rest"} for training.')
@@ -114,17 +116,17 @@ class Digits(BaseDataset):
                  val_per_class: int = 0, num_per_class: int | None = None,
                  pipeline=(), **kwargs) -> None:
         if split not in ('train', 'val', 'test'):
-            raise ValueError(f"Digits split must be 'train', 'val' or "
-                             f"'test', got {split!r}.")
+            raise ConfigError(f"Digits split must be 'train', 'val' or "
+                              f"'test', got {split!r}.")
         if split == 'val' and val_per_class <= 0:
-            raise ValueError("Digits split='val' needs val_per_class > 0 "
-                             '(images per class carved out of the train '
-                             'split).')
+            raise ConfigError("Digits split='val' needs val_per_class > 0 "
+                              '(images per class carved out of the train '
+                              'split).')
         if num_per_class is not None and (split != 'train' or
                                           num_per_class <= 0):
-            raise ValueError('Digits num_per_class applies to split='
-                             f"'train' and must be > 0; got split={split!r}, "
-                             f'num_per_class={num_per_class}.')
+            raise ConfigError('Digits num_per_class applies to split='
+                              f"'train' and must be > 0; got split={split!r}, "
+                              f'num_per_class={num_per_class}.')
         self.split = split
         self.img_size = int(img_size)
         self.val_per_class = int(val_per_class)

@@ -9,6 +9,8 @@ from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmpretrain.registry import HOOKS
 
+from ..errors import ConfigError
+
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """A 32-bit seed that differs per (seed, epoch, rank)."""
@@ -57,7 +59,7 @@ class NonFiniteLossHook(Hook):
 
     def __init__(self, interval: int = 1) -> None:
         if interval < 1:
-            raise ValueError(f'interval must be >= 1, got {interval}')
+            raise ConfigError(f'interval must be >= 1, got {interval}.')
         self.interval = interval
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,

@@ -22,6 +22,8 @@ from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.registry import (OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS,
                                OPTIMIZERS)
 
+from ..errors import ConfigError
+
 
 def build_optim_wrapper_for(cfg: dict, params: list) -> OptimWrapper:
     """An OptimWrapper of ``cfg`` (wrapper settings + ``optimizer``)."""
@@ -38,8 +40,9 @@ class KDMultiOptimWrapperConstructor:
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg=None):
         if paramwise_cfg:
-            raise ValueError('KDMultiOptimWrapperConstructor does not '
-                             'support paramwise_cfg.')
+            raise ConfigError('KDMultiOptimWrapperConstructor does not '
+                              'support paramwise_cfg.\n  Fix: remove '
+                              'optim_wrapper.paramwise_cfg from the config.')
         self.cfg = optim_wrapper_cfg
 
     def __call__(self, model: nn.Module) -> OptimWrapperDict:

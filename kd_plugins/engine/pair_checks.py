@@ -21,6 +21,8 @@ import torch
 from mmengine.config import Config, ConfigDict
 
 from ..errors import PreflightError
+from ..utils.checkpoint import state_dict_diff
+from ..utils.config import innermost_dataset, iter_nodes
 from ..utils.teacher import teacher_entries, zoo_model
 
 
@@ -116,12 +118,10 @@ def check_teacher_weights(where: str, ckpt_path: str, teacher: torch.nn.Module,
                           ckpt: dict) -> None:
     """The checkpoint's tensors must fit the teacher exactly."""
     have = _state_dict(ckpt)
-    want = {k: v for k, v in teacher.state_dict().items()}
-    missing = [k for k in want if k not in have]
-    unexpected = [k for k in have if k not in want]
+    want = teacher.state_dict()
+    missing, unexpected, shapes = state_dict_diff(have, want)
     shapes = [f'{k}: checkpoint {tuple(have[k].shape)} vs model '
-              f'{tuple(want[k].shape)}' for k in want
-              if k in have and have[k].shape != want[k].shape]
+              f'{tuple(want[k].shape)}' for k in shapes]
     if not (missing or unexpected or shapes):
         return
 
@@ -146,9 +146,8 @@ def check_teacher_weights(where: str, ckpt_path: str, teacher: torch.nn.Module,
 
 def _dataset_classes(cfg: Config):
     loader = cfg.get('train_dataloader') or {}
-    ds = loader.get('dataset') if isinstance(loader, dict) else None
-    while isinstance(ds, dict) and 'dataset' in ds:
-        ds = ds['dataset']
+    ds = innermost_dataset(loader.get('dataset')) \
+        if isinstance(loader, dict) else None
     if not isinstance(ds, dict):
         return None
     meta = ds.get('metainfo') or {}
@@ -205,14 +204,9 @@ def _registered(type_name):
 
 
 def _typed_dicts(obj, path: str):
-    if isinstance(obj, dict):
-        if 'type' in obj:
-            yield path, obj
-        for k, v in obj.items():
-            yield from _typed_dicts(v, f'{path}.{k}')
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from _typed_dicts(v, f'{path}[{i}]')
+    for here, node in iter_nodes(obj, path):
+        if isinstance(node, dict) and 'type' in node:
+            yield here, node
 
 
 def check_options(model: dict) -> None:

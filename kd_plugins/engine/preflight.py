@@ -13,6 +13,7 @@ from typing import Iterator
 from mmengine.config import Config
 
 from ..errors import PreflightError
+from ..utils.config import find_key, innermost_dataset
 from ..utils.teacher import teacher_entries
 from .pair_checks import check_pairs
 
@@ -44,10 +45,7 @@ def _dataset_cfgs(cfg: Config) -> Iterator[tuple[str, dict]]:
         loader = cfg.get(key)
         if not loader or not isinstance(loader, dict):
             continue
-        ds = loader.get('dataset')
-        # dataset wrappers (RepeatDataset, ClassBalancedDataset...)
-        while isinstance(ds, dict) and 'dataset' in ds:
-            ds = ds['dataset']
+        ds = innermost_dataset(loader.get('dataset'))
         if isinstance(ds, dict):
             yield key, ds
 
@@ -94,18 +92,6 @@ def check_teacher_ckpt(cfg: Config) -> None:
             f"checkpoint: --cfg-options {key.split('[')[0]}={example}")
 
 
-def _find_key(obj, key: str, path: str = 'model'):
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            here = f'{path}.{k}'
-            if k == key:
-                yield here, v
-            yield from _find_key(v, key, here)
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from _find_key(v, key, f'{path}[{i}]')
-
-
 # files a method needs before training: config key -> (what, how to make it)
 METHOD_FILES = {
     'stage1_ckpt': (
@@ -122,7 +108,7 @@ METHOD_FILES = {
 def check_method_files(cfg: Config) -> None:
     """Stage-1 checkpoints, KD-layer statistics... must exist."""
     for key, (what, how) in METHOD_FILES.items():
-        found = list(_find_key(cfg.get('model') or {}, key))
+        found = list(find_key(cfg.get('model') or {}, key, 'model'))
         for where, path in found:
             if path and not osp.isfile(path):
                 # every key that names this file needs the new path (e.g.

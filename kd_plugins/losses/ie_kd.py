@@ -16,6 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmrazor.registry import MODELS
 
+from ..errors import ConfigError
+
 
 def normalize_factor(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Per-sample L2 normalisation over (C, H, W)."""
@@ -27,7 +29,7 @@ def factor_l1(preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
     """mean |n(S) - n(T)| over all elements, in float32."""
     if preds_S.dim() != 4 or preds_T.dim() != 4 or \
             preds_S.shape[:2] != preds_T.shape[:2]:
-        raise ValueError(
+        raise ConfigError(
             f'IE-KD factors must be (N, C, H, W) with equal N and C; got '
             f'student {tuple(preds_S.shape)}, teacher {tuple(preds_T.shape)}.'
             ' Fix the student encoders\' out_channels (= teacher channels x '

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmrazor.registry import MODELS
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingFileError
 
 KINDS = ('penultimate', 'intermediate')
 
@@ -33,7 +33,7 @@ KINDS = ('penultimate', 'intermediate')
 def load_stats(path: str) -> tuple[dict, dict]:
     """(arrays, metadata) of a statistics file; clear errors if unusable."""
     if not path or not osp.isfile(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f'KD-layer statistics file {path!r} does not exist.\n  Fix: '
             'compute it from the teacher first: python tools/kd_layer_stats.py'
             ' CONFIG TEACHER_CKPT OUT.npz, then set model.distiller.'

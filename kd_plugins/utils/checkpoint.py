@@ -100,7 +100,10 @@ def load_local_checkpoint(filename: str, map_location=None,
     mmengine's local loader and by kd_plugins' own tools)."""
     filename = os.path.expanduser(filename)
     if not os.path.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
+        from ..errors import MissingFileError
+        raise MissingFileError(f'checkpoint {filename!r} does not exist.\n'
+                               '  Fix: pass the path of an existing '
+                               'checkpoint.')
     try:
         return torch.load(filename, map_location=map_location,
                           weights_only=True)
@@ -108,3 +111,14 @@ def load_local_checkpoint(filename: str, map_location=None,
         raise
     except Exception as err:  # torch raises many types for a bad file
         raise _checkpoint_error(filename, err, role) from err
+
+
+def state_dict_diff(have: dict, want: dict) -> tuple[list, list, list]:
+    """How the tensors ``have`` (a checkpoint's) differ from ``want`` (a
+    model's state dict): (missing keys, unexpected keys, keys whose shapes
+    differ), each in ``want``/``have`` order."""
+    missing = [k for k in want if k not in have]
+    unexpected = [k for k in have if k not in want]
+    shapes = [k for k in want if k in have
+              and tuple(have[k].shape) != tuple(want[k].shape)]
+    return missing, unexpected, shapes

@@ -14,6 +14,16 @@ from typing import Sequence
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ...errors import ConfigError
+
+
+def arch_setting(archs: dict, arch: str, owner: str):
+    """``archs[arch]``, or a ConfigError that lists the valid names."""
+    if arch not in archs:
+        raise ConfigError(f'{owner}: unknown arch {arch!r}; choose from '
+                          f'{sorted(archs)}.')
+    return archs[arch]
+
 
 class CifarBackbone(BaseBackbone):
     """Base class: ``out_indices``, ``frozen_stages``, ``norm_eval``.
@@ -44,15 +54,15 @@ class CifarBackbone(BaseBackbone):
                   else self._out_indices):
             j = i + n if i < 0 else i
             if not 0 <= j < n:
-                raise ValueError(
+                raise ConfigError(
                     f'{type(self).__name__}: out_indices {self._out_indices}'
                     f' out of range; it has {n} stages '
                     f'({", ".join(self.stage_names)}).')
             indices.append(j)
         self.out_indices = tuple(indices)
         if not -1 <= self.frozen_stages <= n:
-            raise ValueError(f'frozen_stages must be in [-1, {n}], got '
-                             f'{self.frozen_stages}.')
+            raise ConfigError(f'frozen_stages must be in [-1, {n}], got '
+                              f'{self.frozen_stages}.')
         self._freeze_stages()
 
     def _frozen_modules(self):

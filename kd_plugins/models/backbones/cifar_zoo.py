@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+from ...errors import ConfigError
+
 CIFAR_ZOO: dict[str, tuple[dict, int]] = {}
 for _name in ('resnet8', 'resnet14', 'resnet20', 'resnet32', 'resnet44',
               'resnet56', 'resnet110'):
@@ -30,8 +32,8 @@ UPSTREAM_CLASSIFIER.update({'vgg8': 'classifier', 'vgg13': 'classifier',
 def cifar_classifier(name: str, num_classes: int = 100) -> dict:
     """An mmpretrain ``ImageClassifier`` config for a zoo network."""
     if name not in CIFAR_ZOO:
-        raise KeyError(f'unknown CIFAR network {name!r}; choose from '
-                       f'{", ".join(CIFAR_ZOO)}.')
+        raise ConfigError(f'unknown CIFAR network {name!r}; choose from '
+                          f'{", ".join(CIFAR_ZOO)}.')
     backbone, channels = CIFAR_ZOO[name]
     return dict(
         type='mmpretrain.ImageClassifier',

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 
-from .cifar_base import CifarBackbone
+from .cifar_base import CifarBackbone, arch_setting
 
 ARCHS = {
     'resnet8': (8, (16, 16, 32, 64)),
@@ -61,10 +61,7 @@ class ResNetCifarKD(CifarBackbone):
 
     def __init__(self, arch: str = 'resnet56', out_indices=(2, ), **kwargs):
         super().__init__(out_indices=out_indices, **kwargs)
-        if arch not in ARCHS:
-            raise KeyError(f'ResNetCifarKD: unknown arch {arch!r}; choose '
-                           f'from {sorted(ARCHS)}.')
-        depth, filters = ARCHS[arch]
+        depth, filters = arch_setting(ARCHS, arch, 'ResNetCifarKD')
         n = (depth - 2) // 6
         self.arch = arch
         self.conv1 = nn.Conv2d(3, filters[0], 3, 1, 1, bias=False)

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 
+from ...errors import ConfigError
 from .cifar_base import CifarBackbone
 
 
@@ -137,8 +138,8 @@ class ShuffleNetV2CifarKD(CifarBackbone):
     def __init__(self, net_size: float = 1.0, out_indices=(2, ), **kwargs):
         super().__init__(out_indices=out_indices, **kwargs)
         if net_size not in V2_SIZES:
-            raise KeyError(f'ShuffleNetV2CifarKD: net_size must be one of '
-                           f'{sorted(V2_SIZES)}, got {net_size}.')
+            raise ConfigError(f'ShuffleNetV2CifarKD: net_size must be one of '
+                              f'{sorted(V2_SIZES)}, got {net_size}.')
         out_channels, num_blocks = V2_SIZES[net_size]
         self.conv1 = nn.Conv2d(3, 24, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(24)

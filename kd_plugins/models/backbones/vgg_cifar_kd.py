@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 
-from .cifar_base import CifarBackbone
+from .cifar_base import CifarBackbone, arch_setting
 
 ARCHS = {
     'vgg8': [[64], [128], [256], [512], [512]],
@@ -40,10 +40,7 @@ class VGGCifarKD(CifarBackbone):
 
     def __init__(self, arch: str = 'vgg13', out_indices=(4, ), **kwargs):
         super().__init__(out_indices=out_indices, **kwargs)
-        if arch not in ARCHS:
-            raise KeyError(f'VGGCifarKD: unknown arch {arch!r}; choose from '
-                           f'{sorted(ARCHS)}.')
-        cfg = ARCHS[arch]
+        cfg = arch_setting(ARCHS, arch, 'VGGCifarKD')
         self.arch = arch
         in_ch = 3
         self.stage_names = []

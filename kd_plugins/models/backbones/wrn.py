@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 
-from .cifar_base import CifarBackbone
+from .cifar_base import CifarBackbone, arch_setting
 
 ARCHS = {'wrn_16_1': (16, 1), 'wrn_16_2': (16, 2), 'wrn_40_1': (40, 1),
          'wrn_40_2': (40, 2)}
@@ -66,10 +66,7 @@ class WideResNetCifarKD(CifarBackbone):
     def __init__(self, arch: str = 'wrn_40_2', drop_rate: float = 0.0,
                  out_indices=(2, ), **kwargs):
         super().__init__(out_indices=out_indices, **kwargs)
-        if arch not in ARCHS:
-            raise KeyError(f'WideResNetCifarKD: unknown arch {arch!r}; '
-                           f'choose from {sorted(ARCHS)}.')
-        depth, width = ARCHS[arch]
+        depth, width = arch_setting(ARCHS, arch, 'WideResNetCifarKD')
         n = (depth - 4) // 6
         ch = [16, 16 * width, 32 * width, 64 * width]
         self.arch = arch

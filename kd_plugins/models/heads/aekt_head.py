@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from mmpretrain.models.heads import LinearClsHead
 from mmpretrain.registry import MODELS
 
+from ...errors import ConfigError
+
 ORDERS = ('classify_first', 'distill_first')
 
 
@@ -54,11 +56,11 @@ class AEKTHead(LinearClsHead):
                  serialization_grad_scale: float = 0.01, **kwargs) -> None:
         super().__init__(num_classes, in_channels, **kwargs)
         if order not in ORDERS:
-            raise ValueError(f"AEKTHead order must be one of {ORDERS}, got "
-                             f'{order!r}.')
+            raise ConfigError(f"AEKTHead order must be one of {ORDERS}, got "
+                              f'{order!r}.')
         if not 0 < serialization_grad_scale <= 1:
-            raise ValueError('AEKTHead serialization_grad_scale must be in '
-                             f'(0, 1], got {serialization_grad_scale}.')
+            raise ConfigError('AEKTHead serialization_grad_scale must be in '
+                              f'(0, 1], got {serialization_grad_scale}.')
         self.order = order
         self.grad_scale = float(serialization_grad_scale)
         self.serialization = nn.Linear(num_classes, num_classes)

@@ -6,13 +6,22 @@ adapted teacher classifier fc_Tk, averaged over teachers k.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.models.heads import ClsHead
 from mmpretrain.registry import MODELS
+
+
+def shared_classifier_logits(maps: Sequence[torch.Tensor],
+                             classifiers: Sequence[nn.Linear]
+                             ) -> torch.Tensor:
+    """z_s = mean_k fc_k(GAP(P_k(f_s))): the projected maps (N, C_k, H, W),
+    one per teacher, through their teachers' classifiers; (N, classes)."""
+    return torch.stack([fc(F.adaptive_avg_pool2d(m, 1).flatten(1))
+                        for m, fc in zip(maps, classifiers)]).mean(0)
 
 
 class SimKDProjector(nn.Module):
@@ -87,8 +96,5 @@ class ATSCSharedHead(ClsHead):
 
     def forward(self, feats) -> torch.Tensor:
         x = feats[-1] if isinstance(feats, (list, tuple)) else feats
-        logits: List[torch.Tensor] = []
-        for proj, fc in zip(self.projectors, self.classifiers):
-            f = proj(x)
-            logits.append(fc(F.adaptive_avg_pool2d(f, 1).flatten(1)))
-        return torch.stack(logits).mean(0)
+        return shared_classifier_logits([proj(x) for proj in self.projectors],
+                                        self.classifiers)

@@ -22,7 +22,7 @@ $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PKGS)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,deploy]'
 	$(PY) -c "import kd_plugins, mmrazor, mmpretrain; print('kd_plugins', kd_plugins.__version__, 'installed')"
 	touch $@
 

@@ -37,7 +37,11 @@ setup(
         'scikit-learn',
         'matplotlib',
     ],
-    # dev: the test suite and its lint checks (tests/test_lint.py)
-    extras_require={'dev': ['pytest', 'flake8', 'isort']},
+    # dev: the test suite and its lint checks (tests/test_lint.py);
+    # deploy: ONNX export of students and onnxruntime (tests/test_deploy.py)
+    extras_require={
+        'dev': ['pytest', 'flake8', 'isort'],
+        'deploy': ['onnx', 'onnxruntime', 'onnxscript'],
+    },
     license='Apache-2.0',
 )

@@ -197,3 +197,53 @@ def write_student(cfg: Config, ckpt: dict, cfg_path: str | None,
     torch.save(dict(meta=meta, state_dict=sd), buf)
     atomic_write(buf.getvalue(), pth_path)
     return cfg_path, pth_path
+
+
+class _Logits(torch.nn.Module):
+    """A classifier's ``mode='tensor'`` forward as a one-input module (what
+    ONNX graphs take): (N, 3, H, W) -> (N, num_classes)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(inputs, mode='tensor')
+
+
+def export_onnx(cfg_path: str, pth_path: str, onnx_path: str,
+                size: int | None = None, check: bool = True) -> float | None:
+    """The exported student (``student.py`` + ``student.pth``) as ONNX, with
+    ``torch.onnx.export``'s default (dynamo) exporter: input ``inputs``
+    (N, 3, size, size) normalised images (the student's data preprocessor
+    is not part of the graph), output (N, num_classes) logits; the batch
+    dimension is dynamic. ``size``: the training size by default. With
+    ``check`` (and onnxruntime installed) the ONNX logits are compared with
+    PyTorch's on a random batch; returns the largest difference."""
+    from mmpretrain.apis import init_model
+    cfg = Config.fromfile(cfg_path)
+    size = size or training_size(cfg)
+    if not size:
+        raise ConfigError('the input size of the student is not known from '
+                          'its config.\n  Fix: pass --onnx-size N.')
+    student = _Logits(init_model(cfg, pth_path, device='cpu')).eval()
+    x = torch.randn(2, 3, size, size)
+    batch = torch.export.Dim('batch', min=1)
+    try:
+        torch.onnx.export(student, (x, ), onnx_path, input_names=['inputs'],
+                          output_names=['logits'],
+                          dynamic_shapes=({0: batch}, ))
+    except ImportError as err:  # onnxscript, the dynamo exporter's backend
+        raise ConfigError(f'ONNX export needs onnx and onnxscript ({err}).\n'
+                          "  Fix: pip install -e '.[deploy]'") from err
+    if not check:
+        return None
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    with torch.no_grad():
+        want = student(x).numpy()
+    sess = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
+    got = sess.run(None, {'inputs': x.numpy()})[0]
+    return float(abs(got - want).max())

@@ -1,6 +1,6 @@
 """Export the student of a distillation run as a plain mmpretrain model.
 
-    python tools/export_student.py CONFIG CHECKPOINT OUT_DIR \
+    python tools/export_student.py CONFIG CHECKPOINT OUT_DIR [--onnx] \
         [--cfg-options K=V ...]
 
 Writes OUT_DIR/student.py (an mmpretrain config with the test pipeline) and
@@ -20,7 +20,8 @@ if ROOT not in sys.path:
 import kd_plugins  # noqa: E402,F401
 from _common import (add_cfg_options, load_config_with_options,  # noqa: E402
                      need_file, out_dir, run_main)
-from kd_plugins.export import export_student  # noqa: E402
+from kd_plugins.export import (export_onnx, export_student,  # noqa: E402
+                               training_size)
 
 
 def main(argv=None):
@@ -28,6 +29,13 @@ def main(argv=None):
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('out_dir')
+    parser.add_argument('--onnx', action='store_true',
+                        help='also write OUT_DIR/student.onnx (needs the '
+                        'deploy extra) and compare it with PyTorch in '
+                        'onnxruntime')
+    parser.add_argument('--onnx-size', type=int, default=None,
+                        help='input side of the ONNX graph (default: the '
+                        'training size)')
     add_cfg_options(parser)
     args = parser.parse_args(argv)
     need_file(args.config, 'config', 'pass the config the run was trained '
@@ -38,6 +46,13 @@ def main(argv=None):
     out_dir(args.out_dir, 'OUT_DIR')
     cfg_path, pth_path = export_student(cfg, args.checkpoint, args.out_dir)
     print(f'exported student: {cfg_path} {pth_path}')
+    if args.onnx:
+        onnx_path = osp.join(args.out_dir, 'student.onnx')
+        size = args.onnx_size or training_size(cfg)  # the run's config
+        diff = export_onnx(cfg_path, pth_path, onnx_path, size)
+        check = ('' if diff is None else
+                 f' (onnxruntime vs PyTorch: max |diff| {diff:.2e})')
+        print(f'exported ONNX: {onnx_path}{check}')
 
 
 if __name__ == '__main__':

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # make gpu-check: the one-command GPU check (tools/gpu_check.py).
-# The GPU machine has python 3.12 + torch + CUDA but no network: collect the
-# missing wheels beforehand, in this checkout, with
-#   bash ../shared/tools/device_wheels.sh        (writes .device_wheels/)
+# A GPU node with python + torch + CUDA but no network: collect the missing
+# wheels beforehand, in this checkout, with
+#   python tools/collect_wheels.py        (writes .device_wheels/)
 # and take .device_wheels along; they are installed here into /tmp/site.
 # With --dry-run nothing is installed (the project's .venv is used if any).
 set -euo pipefail

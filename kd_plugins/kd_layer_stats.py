@@ -42,9 +42,7 @@ What is computed, as in the official statistics step:
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 import os.path as osp
 import time
 from typing import Callable, Dict, Optional
@@ -55,8 +53,9 @@ import torch.nn.functional as F
 
 from .errors import ConfigError
 from .utils.config import innermost_dataset
+from .utils.stats_file import LAYOUT, save_stats
 
-KINDS = ('penultimate', 'intermediate')
+KINDS = tuple(LAYOUT)  # ('penultimate', 'intermediate')
 GOLDEN = 2654435761  # Knuth's multiplicative hash: per-image offsets
 
 
@@ -201,17 +200,11 @@ def _plan(shapes: dict, student_hw: dict, labels_all: np.ndarray,
     return pooled_to, quota
 
 
-def _collect(cfg, teacher_ckpt: str, layers: dict, spec: dict,
-             max_locations: Optional[int], log: Callable
-             ) -> tuple[dict, dict, dict, dict]:
-    """Teacher features at ``layers`` ({kind: module name}) over the train
-    split through the test pipeline.
-
-    Returns ({kind: (n, C) float32}, {kind: (n,) labels}, dataset meta,
-    {kind: pooled size or None}) on rank 0 (empty dicts elsewhere). Rows are
-    ordered by data-set index, whatever the number of processes.
-    """
-    from mmengine.dist import gather_object, get_rank, get_world_size
+def _feature_source(cfg, teacher_ckpt: str, layers: dict, spec: dict,
+                    log: Callable):
+    """The teacher on its device (its ``layers`` checked), the run's data
+    preprocessor and a loader of the train split through the test pipeline
+    (in data-set order; each rank reads its shard)."""
     from mmengine.runner import Runner
     from mmpretrain.registry import MODELS as PT_MODELS
 
@@ -236,6 +229,43 @@ def _collect(cfg, teacher_ckpt: str, layers: dict, spec: dict,
         persistent_workers=False,
         sampler=dict(type='DefaultSampler', shuffle=False),
         dataset=_with_test_pipeline(train['dataset'], _test_pipeline(cfg))))
+    return teacher, modules, preproc, loader
+
+
+def _place(feats: dict, offsets: dict, kind: str, idx, rows) -> None:
+    """Rows of images ``idx`` into their slots (by image index)."""
+    for i, sel in zip(idx, rows):
+        start = int(offsets[kind][i])
+        feats[kind][start:start + len(sel)] = sel
+
+
+def _gather(local: dict, feats: dict, offsets: dict, world: int,
+            log: Callable) -> None:
+    """Rank 0 places the other ranks' rows; the others send theirs."""
+    from mmengine.dist import gather_object, get_rank
+    shards = gather_object(local, dst=0)
+    if get_rank() == 0:
+        for shard in shards:
+            for kind, (idx, rows) in shard.items():
+                _place(feats, offsets, kind, idx, rows)
+        log(f'[kd_layer_stats] gathered {world} ranks')
+
+
+def _collect(cfg, teacher_ckpt: str, layers: dict, spec: dict,
+             max_locations: Optional[int], log: Callable
+             ) -> tuple[dict, dict, dict, dict]:
+    """Teacher features at ``layers`` ({kind: module name}) over the train
+    split through the test pipeline: the source (:func:`_feature_source`),
+    the memory plan on the first batch (:func:`_plan`), the extraction
+    loop, then :func:`_gather` across ranks.
+
+    Returns ({kind: (n, C) float32}, {kind: (n,) labels}, dataset meta,
+    {kind: pooled size or None}) on rank 0 (empty dicts elsewhere). Rows are
+    ordered by data-set index, whatever the number of processes.
+    """
+    from mmengine.dist import get_rank, get_world_size
+    teacher, modules, preproc, loader = _feature_source(
+        cfg, teacher_ckpt, layers, spec, log)
     dataset = loader.dataset
     labels_all = np.asarray(dataset.get_gt_labels(), dtype=np.int64)
     world, rank = get_world_size(), get_rank()
@@ -274,30 +304,22 @@ def _collect(cfg, teacher_ckpt: str, layers: dict, spec: dict,
                         f = F.adaptive_avg_pool2d(f, pooled_to[kind])
                     hw = f.shape[2] * f.shape[3]
                     flat = f.float().flatten(2).transpose(1, 2).cpu().numpy()
-                    for b, i in enumerate(idx):
-                        sel = flat[b, location_index(i, hw,
-                                                     int(quota[kind][i]))]
-                        if rank == 0:
-                            start = int(offsets[kind][i])
-                            feats[kind][start:start + len(sel)] = sel
-                        else:
-                            local[kind][0].append(i)
-                            local[kind][1].append(sel)
+                    rows = [flat[b, location_index(i, hw,
+                                                   int(quota[kind][i]))]
+                            for b, i in enumerate(idx)]
+                    if rank == 0:
+                        _place(feats, offsets, kind, idx, rows)
+                    else:
+                        local[kind][0].extend(idx)
+                        local[kind][1].extend(rows)
                 if (it + 1) % 20 == 0 or it + 1 == len(loader):
                     log(f'[kd_layer_stats] {it + 1}/{len(loader)} batches, '
                         f'{time.time() - t0:.0f} s')
     finally:
         for h in handles:
             h.remove()
-    if world > 1:  # rank 0 places the other ranks' rows by image index
-        shards = gather_object(local, dst=0)
-        if rank == 0:
-            for shard in shards:
-                for kind, (idx, sels) in shard.items():
-                    for i, sel in zip(idx, sels):
-                        start = int(offsets[kind][i])
-                        feats[kind][start:start + len(sel)] = sel
-            log(f'[kd_layer_stats] gathered {world} ranks')
+    if world > 1:
+        _gather(local, feats, offsets, world, log)
     if rank != 0:
         return {}, {}, {}, {}
     return feats, labels, dict(dataset.metainfo), pooled_to
@@ -443,9 +465,7 @@ def _compute(cfg, teacher_ckpt, out, max_locations, log) -> dict:
         meta['lda_dim'] = used
         meta['intermediate'] = dict(num_templates=sub * num_classes,
                                     channels=int(x.shape[1]))
-    if osp.dirname(out):
-        os.makedirs(osp.dirname(out), exist_ok=True)
-    np.savez(out, meta=np.array(json.dumps(meta)), **arrays)
+    save_stats(out, meta, arrays)
     log(f'[kd_layer_stats] wrote {out}')
     return meta
 
@@ -494,5 +514,5 @@ def synthetic_stats(cfg, out: str, size: int = 32, seed: int = 0) -> dict:
             inter_proj=rng.normal(size=(c, d)).astype(np.float32),
             inter_centers=rng.normal(size=(s, d)).astype(np.float32),
             inter_s_t=np.eye(s, dtype=np.float32))
-    np.savez(out, meta=np.array(json.dumps(meta)), **arrays)
+    save_stats(out, meta, arrays)
     return meta

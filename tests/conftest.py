@@ -14,6 +14,12 @@ import kd_plugins  # noqa: E402,F401
 # the first log line of epoch 3: the run has saved epoch_2.pth and is in the
 # middle of epoch 3 (Digits: 23 iterations per epoch, logged every 10)
 MID_EPOCH_3 = r'Epoch\(train\)\s+\[3\]\[\s*\d+/'
+# The kill / resume / export tests train 3 short epochs: 40 images per class
+# (400: 7 iterations of 64), logged every 2 iterations so that epoch 3 has
+# a line to be killed at. What they check (bit-equal resume, export equal to
+# the distiller) does not depend on the data's size.
+SMALL_TRAIN = ['train_dataloader.dataset.num_per_class=40',
+               'default_hooks.logger.interval=2']
 
 
 def _run_and_kill(cmd, cwd, env, timeout, kill_at):
@@ -122,6 +128,31 @@ def digits_teacher(tmp_path_factory):
     ckpt = osp.join(wd, 'epoch_8.pth')
     assert osp.isfile(ckpt)
     return wd, ckpt, proc.stdout + proc.stderr
+
+
+DEMO_ARGS = ['--epochs', '2', '--only', 'kd', 'aekt', '--seeds', '2']
+
+
+@pytest.fixture(scope='session')
+def demo_scratch(tmp_path_factory):
+    """One short demo (2 epochs; teacher, student, KD, AEKT; 2 seeds) run
+    as `make demo` runs it, in a scratch copy of the project layout
+    (symlinks), so its files are in ``work_dirs/demo`` of that copy.
+
+    Returns ``(scratch_root, env, stdout)``; shared by the demo report test
+    (tests/test_tools.py) and the "After make demo" commands
+    (tests/test_docs.py)."""
+    root = tmp_path_factory.mktemp('demo_scratch')
+    for name in ('configs', 'tools', 'kd_plugins', 'docs', 'benchmarks'):
+        os.symlink(osp.join(ROOT, name), root / name)
+    env = dict(os.environ, PYTHONUNBUFFERED='1',
+               PATH=osp.dirname(sys.executable) + os.pathsep +
+               os.environ.get('PATH', ''))
+    proc = subprocess.run([sys.executable, 'tools/demo.py', *DEMO_ARGS],
+                          cwd=root, env=env, capture_output=True, text=True,
+                          timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root, env, proc.stdout
 
 
 def assert_killed_after(work_dir: str, epoch: int) -> None:

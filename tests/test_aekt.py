@@ -12,8 +12,8 @@ from mmengine.logging import MessageHub
 from mmpretrain.registry import MODELS as PT_MODELS
 from mmrazor.registry import MODELS as RZ_MODELS
 
-from tests.conftest import (MID_EPOCH_3, ROOT, assert_killed_after, run_tool,
-                            shipped_test_top1)
+from tests.conftest import (MID_EPOCH_3, ROOT, SMALL_TRAIN,
+                            assert_killed_after, run_tool, shipped_test_top1)
 
 
 def aekt(**kw):
@@ -236,12 +236,12 @@ AEKT_CFG = 'configs/demo/aekt_digits.py'
 
 
 def _aekt_run(wd, teacher, *extra, epochs=3, cfg=AEKT_CFG, kill_at=None,
-              lr_opt=None):
+              lr_opt=None, small=()):
     return run_tool(['tools/train.py', cfg, '--work-dir', wd, *extra,
                      '--cfg-options', f'model.teacher_ckpt={teacher}',
                      f'train_cfg.max_epochs={epochs}',
                      f'train_cfg.val_interval={epochs}',
-                     *([lr_opt] if lr_opt else [])], kill_at=kill_at)
+                     *([lr_opt] if lr_opt else []), *small], kill_at=kill_at)
 
 
 @pytest.mark.parametrize('order', ['classify_first', 'distill_first'])
@@ -253,13 +253,14 @@ def test_demo_trains_evaluates_resumes_and_exports(digits_teacher, tmp_path,
     cfg_file = str(tmp_path / 'aekt.py')
     cfg.dump(cfg_file)
     full = str(tmp_path / 'full')
-    log = _aekt_run(full, teacher, cfg=cfg_file)
+    log = _aekt_run(full, teacher, cfg=cfg_file, small=SMALL_TRAIN)
     assert 'distill.loss_aekt' in log.stdout + log.stderr
     # killed (SIGKILL) mid-epoch 3 and resumed: the full run's weights
     part = str(tmp_path / 'part')
-    _aekt_run(part, teacher, cfg=cfg_file, kill_at=MID_EPOCH_3)
+    _aekt_run(part, teacher, cfg=cfg_file, kill_at=MID_EPOCH_3,
+              small=SMALL_TRAIN)
     assert_killed_after(part, epoch=2)
-    _aekt_run(part, teacher, '--resume', cfg=cfg_file)
+    _aekt_run(part, teacher, '--resume', cfg=cfg_file, small=SMALL_TRAIN)
     a = torch.load(osp.join(full, 'epoch_3.pth'), weights_only=True)
     b = torch.load(osp.join(part, 'epoch_3.pth'), weights_only=True)
     for k in a['state_dict']:
@@ -302,7 +303,7 @@ def test_exported_student_logits_equal_the_distillers(digits_teacher,
     from kd_plugins.export import export_student
     _, teacher, _ = digits_teacher
     wd = str(tmp_path / 'run')
-    _aekt_run(wd, teacher, epochs=2)
+    _aekt_run(wd, teacher, epochs=2, small=SMALL_TRAIN)
     ckpt = osp.join(wd, 'epoch_2.pth')
     cfg_path, pth = export_student(osp.join(ROOT, AEKT_CFG), ckpt,
                                    str(tmp_path / 'exp'))

@@ -13,8 +13,8 @@ from mmpretrain.registry import MODELS as PT_MODELS
 from mmpretrain.structures import DataSample
 from mmrazor.registry import MODELS
 
-from tests.conftest import (MID_EPOCH_3, ROOT, assert_killed_after, run_tool,
-                            shipped_test_top1)
+from tests.conftest import (MID_EPOCH_3, ROOT, SMALL_TRAIN,
+                            assert_killed_after, run_tool, shipped_test_top1)
 
 CFG = 'configs/demo/atsc_digits.py'
 CFG2 = 'configs/demo/atsc2_digits.py'
@@ -418,7 +418,8 @@ def _run(wd, teachers, *extra, cfg=CFG, epochs=3, kill_at=None):
     return run_tool(['tools/train.py', cfg, '--work-dir', wd, *extra,
                      '--cfg-options', f'model.teacher_ckpts={value}',
                      f'train_cfg.max_epochs={epochs}',
-                     f'train_cfg.val_interval={epochs}'], kill_at=kill_at)
+                     f'train_cfg.val_interval={epochs}', *SMALL_TRAIN],
+                    kill_at=kill_at)
 
 
 def test_trains_resumes_keeps_theta0_and_exports(digits_teacher, tmp_path):

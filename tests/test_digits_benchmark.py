@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from kd_plugins.digits_benchmark import (ROWS, chart, markdown, select,
-                                         summarize, verdict, welch)
+from benchmarks.digits import (ROWS, chart, markdown, select, summarize,
+                               verdict, welch)
 
 
 def test_summary_is_mean_and_sample_std():
@@ -91,7 +91,7 @@ def test_row_selection_adds_what_a_row_needs():
 
 
 def test_summary_table_puts_the_regimes_side_by_side():
-    from kd_plugins.digits_benchmark import summary_table
+    from benchmarks.digits import summary_table
     text = summary_table({'full': _rows(), 'few-labels': _rows()[:3]})
     lines = text.splitlines()
     assert lines[0].count('top-1 (%)') == 2 and len(lines) == 2 + 4

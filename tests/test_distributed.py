@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, run_tool
+from tests.conftest import ROOT, SMALL_TRAIN, run_tool
 
 GLOBAL_BATCH = 32
 STEPS = 10  # 320 Digits images: 10 steps of 32 (2 x 16)
@@ -264,7 +264,8 @@ def test_slurm_train_and_test_two_tasks(digits_teacher, tmp_path):
     log = _run(['bash', 'tools/slurm_train.sh', partition, 'kd_plugins_ci',
                 'configs/demo/kd_digits.py', wd, '--cfg-options',
                 f'model.teacher_ckpt={teacher}', 'train_cfg.max_epochs=2',
-                'train_cfg.val_interval=2', 'train_dataloader.batch_size=32'],
+                'train_cfg.val_interval=2', 'train_dataloader.batch_size=32',
+                *SMALL_TRAIN],
                env)
     # both slurm tasks trained (the replica check gathers from every rank)
     assert 'identical on 2 ranks (rank 0@' in log and ', rank 1@' in log

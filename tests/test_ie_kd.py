@@ -8,8 +8,8 @@ import torch
 from mmengine.config import Config
 from mmrazor.registry import MODELS
 
-from tests.conftest import (MID_EPOCH_3, ROOT, assert_killed_after, run_tool,
-                            shipped_test_top1)
+from tests.conftest import (MID_EPOCH_3, ROOT, SMALL_TRAIN,
+                            assert_killed_after, run_tool, shipped_test_top1)
 
 
 def n(x):
@@ -130,7 +130,7 @@ def stage1(digits_teacher, tmp_path_factory):
     wd = str(tmp_path_factory.mktemp('ie_stage1'))
     proc = run_tool(['tools/train.py', STAGE1, '--work-dir', wd,
                      '--cfg-options', f'model.teacher_ckpt={teacher}',
-                     'train_cfg.max_epochs=2'])
+                     'train_cfg.max_epochs=2', *SMALL_TRAIN])
     assert 'distill.loss_rec' in proc.stdout + proc.stderr
     return teacher, osp.join(wd, 'epoch_2.pth')
 
@@ -163,14 +163,16 @@ def test_stage1_trains_only_the_autoencoder(stage1):
 def test_stage2_end_to_end_encoder_frozen_and_export(stage1, tmp_path):
     teacher, s1 = stage1
     wd = str(tmp_path / 's2')
-    proc = _stage2(STAGE2, wd, teacher, s1, epochs=3)
+    proc = _stage2(STAGE2, wd, teacher, s1, epochs=3, extra=SMALL_TRAIN)
     log = proc.stdout + proc.stderr
     assert 'distill.loss_inh' in log and 'distill.loss_exp' in log
     # killed (SIGKILL) mid-epoch 3 and resumed: the uninterrupted weights
     part = str(tmp_path / 'part')
-    _stage2(STAGE2, part, teacher, s1, epochs=3, kill_at=MID_EPOCH_3)
+    _stage2(STAGE2, part, teacher, s1, epochs=3, extra=SMALL_TRAIN,
+            kill_at=MID_EPOCH_3)
     assert_killed_after(part, epoch=2)
-    _stage2(STAGE2, part, teacher, s1, epochs=3, resume=True)
+    _stage2(STAGE2, part, teacher, s1, epochs=3, extra=SMALL_TRAIN,
+            resume=True)
     a = torch.load(osp.join(wd, 'epoch_3.pth'), weights_only=True)
     b = torch.load(osp.join(part, 'epoch_3.pth'), weights_only=True)
     for k in a['state_dict']:
@@ -382,7 +384,7 @@ def test_factor_spread_by_hand_and_the_anti_collapse_hinge():
 def test_dml_trains_resumes_and_exports_student_a(tmp_path):
     wd = str(tmp_path / 'dml')
     args = ['--cfg-options', 'train_cfg.max_epochs=3',
-            'train_cfg.val_interval=3']
+            'train_cfg.val_interval=3', *SMALL_TRAIN]
     proc = run_tool(['tools/train.py', DML, '--work-dir', wd, *args])
     assert 'loss_exp_b' in proc.stdout + proc.stderr
     # killed (SIGKILL) mid-epoch 3 and resumed: both peers and both

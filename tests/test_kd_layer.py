@@ -134,7 +134,7 @@ import os.path as osp  # noqa: E402
 import numpy as np  # noqa: E402
 from mmrazor.registry import MODELS as RZ  # noqa: E402
 
-from tests.conftest import (MID_EPOCH_3, ROOT,  # noqa: E402
+from tests.conftest import (MID_EPOCH_3, ROOT, SMALL_TRAIN,  # noqa: E402
                             assert_killed_after, run_tool, shipped_test_top1)
 
 
@@ -273,7 +273,8 @@ def test_stats_tool_writes_metadata(digits_stats):
 def test_demo_trains_resumes_evaluates_and_exports(digits_stats, tmp_path):
     teacher, stats = digits_stats
     base = ['--cfg-options', f'model.teacher_ckpt={teacher}', *_opts(stats),
-            'train_cfg.max_epochs=3', 'train_cfg.val_interval=3']
+            'train_cfg.max_epochs=3', 'train_cfg.val_interval=3',
+            *SMALL_TRAIN]
     full = str(tmp_path / 'full')
     log = run_tool(['tools/train.py', KDL, '--work-dir', full, *base])
     out = log.stdout + log.stderr
@@ -364,7 +365,7 @@ def test_letkd1_config_trains(digits_stats, tmp_path):
         'tools/train.py', 'configs/demo/kd_layer1_digits.py', '--work-dir',
         str(tmp_path), '--cfg-options', f'model.teacher_ckpt={teacher}',
         f'model.distiller.distill_losses.loss_penult.stats_file={stats}',
-        'train_cfg.max_epochs=2', 'train_cfg.val_interval=2'])
+        'train_cfg.max_epochs=2', 'train_cfg.val_interval=2', *SMALL_TRAIN])
     log = proc.stdout + proc.stderr
     assert 'distill.loss_penult' in log and 'distill.loss_inter' not in log
 

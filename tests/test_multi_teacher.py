@@ -13,7 +13,8 @@ from mmpretrain.structures import DataSample
 from mmrazor.registry import MODELS
 
 from kd_plugins.algorithms.multi_teacher import confidence_weights, mean_probs
-from tests.conftest import MID_EPOCH_3, ROOT, assert_killed_after, run_tool
+from tests.conftest import (MID_EPOCH_3, ROOT, SMALL_TRAIN,
+                            assert_killed_after, run_tool)
 
 MT_KD = 'configs/demo/mt_kd_digits.py'
 MT_AEKT = 'configs/demo/mt_aekt_digits.py'
@@ -195,7 +196,7 @@ def test_trains_resumes_after_sigkill_and_exports(digits_teacher, tmp_path):
     _, teacher, _ = digits_teacher
     opts = ['--cfg-options', f'model.teacher_ckpts=[{teacher},{teacher}]',
             'model.combine=confidence', 'train_cfg.max_epochs=3',
-            'train_cfg.val_interval=3']
+            'train_cfg.val_interval=3', *SMALL_TRAIN]
     full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
     run_tool(['tools/train.py', MT_KD, '--work-dir', full, *opts])
     run_tool(['tools/train.py', MT_KD, '--work-dir', part, *opts],

@@ -7,7 +7,7 @@ import os.path as osp
 import pytest
 import torch
 
-from tests.conftest import run_tool, shipped_test_top1
+from tests.conftest import SMALL_TRAIN, run_tool, shipped_test_top1
 
 KD = 'configs/demo/kd_digits.py'
 
@@ -18,7 +18,7 @@ def test_student_copies_follow_the_checkpoints(digits_teacher, tmp_path):
     run_tool(['tools/train.py', KD, '--work-dir', wd, '--cfg-options',
               f'model.teacher_ckpt={teacher}', 'train_cfg.max_epochs=3',
               'train_cfg.val_interval=1',
-              'default_hooks.checkpoint.max_keep_ckpts=2'])
+              'default_hooks.checkpoint.max_keep_ckpts=2', *SMALL_TRAIN])
     names = sorted(osp.basename(p) for p in glob.glob(osp.join(wd, '*.pth')))
     best = [n for n in names if n.startswith('best_')]
     assert len(best) == 1

@@ -7,7 +7,8 @@ import mmpretrain
 import pytest
 import torch
 
-from tests.conftest import MID_EPOCH_3, ROOT, assert_killed_after, run_tool
+from tests.conftest import (MID_EPOCH_3, ROOT, SMALL_TRAIN,
+                            assert_killed_after, run_tool)
 
 KD_CFG = 'configs/demo/kd_digits.py'
 
@@ -40,7 +41,7 @@ def _kd_run(work_dir, teacher_ckpt, *extra, kill_at=None):
     return run_tool([
         'tools/train.py', KD_CFG, '--work-dir', work_dir, *extra,
         '--cfg-options', f'model.teacher_ckpt={teacher_ckpt}',
-        'train_cfg.max_epochs=3', 'train_cfg.val_interval=3'],
+        'train_cfg.max_epochs=3', 'train_cfg.val_interval=3', *SMALL_TRAIN],
         kill_at=kill_at)
 
 
@@ -85,8 +86,8 @@ def test_config_runs_with_mmpretrain_shipped_train_script(digits_teacher,
     wd = str(tmp_path / 'shipped')
     run_tool([script, osp.join(ROOT, KD_CFG), '--work-dir', wd,
               '--cfg-options', f'model.teacher_ckpt={teacher_ckpt}',
-              'train_cfg.max_epochs=2', 'train_cfg.val_interval=2'],
-             env={'PYTHONPATH': ROOT})
+              'train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
+              *SMALL_TRAIN], env={'PYTHONPATH': ROOT})
     assert osp.isfile(osp.join(wd, 'epoch_2.pth'))
 
 
@@ -125,26 +126,32 @@ def test_amp_without_gpu_is_a_clear_error(tmp_path):
     assert 'no CUDA device' in proc.stderr
 
 
-def test_demo_runs_quickly_and_prints_the_table(tmp_path):
-    proc = run_tool(['tools/demo.py', '--epochs', '2', '--only', 'kd',
-                     '--work-dir', str(tmp_path), '--seeds', '2',
-                     '--choices', str(tmp_path / 'none.json')])
-    assert 'defaults (lr 0.2' in proc.stdout  # no tuned choices to read
-    assert '| method | lr | epochs | top-1 (%) |' in proc.stdout
-    report = json.loads((tmp_path / 'results.json').read_text())
-    rows = {r['name']: r for r in report['results']['few-labels']}
-    assert list(rows) == ['teacher', 'student', 'kd']
-    assert rows['kd']['test']['n'] == 2
-    # the report's numbers are the runs' own: each seed's top-1 is the last
-    # validation top-1 in that run's log, the mean and the verdict follow
+def test_demo_report_holds_its_runs_numbers_and_reuses_them(demo_scratch):
+    """The short demo of tests/conftest.py (committed choices, 2 epochs,
+    2 seeds): the table is printed, the report's numbers are its runs'
+    own, and the same command with --reuse trains nothing."""
     import re
     import statistics
+    import subprocess
+    import sys
 
-    from kd_plugins.digits_benchmark import verdict
-    for name in ('student', 'kd'):
+    from benchmarks.digits import verdict
+    root, env, stdout = demo_scratch
+    wd = root / 'work_dirs' / 'demo'
+    assert 'learning rates / epochs: from docs/results/digits_benchmark' \
+        in stdout
+    assert '| method | lr | epochs | top-1 (%) |' in stdout
+    assert 'run 1 of ' in stdout and 's left in the stage' in stdout
+    report = json.loads((wd / 'results.json').read_text())
+    rows = {r['name']: r for r in report['results']['few-labels']}
+    assert list(rows) == ['teacher', 'student', 'kd', 'aekt']
+    assert rows['kd']['test']['n'] == 2
+    # each seed's top-1 is the last validation top-1 in that run's log; the
+    # mean, std and verdict follow from them
+    for name in ('student', 'kd', 'aekt'):
         logged = []
         for seed in range(2):
-            log = (tmp_path / 'few-labels' / name / f'seed{seed}' /
+            log = (wd / 'few-labels' / name / f'seed{seed}' /
                    'train.log').read_text()
             last = re.findall(r'Epoch\(val\).*?accuracy/top1: ([0-9.]+)',
                               log)[-1]
@@ -159,18 +166,37 @@ def test_demo_runs_quickly_and_prints_the_table(tmp_path):
     assert rows['kd']['vs_student']['verdict'] == expect['verdict']
     assert rows['kd']['vs_student']['diff'] == pytest.approx(
         rows['kd']['test']['mean'] - rows['student']['test']['mean'])
-    assert (tmp_path / 'results.png').is_file()
-    assert (tmp_path / 'teacher.pth').is_file()  # what the configs read
+    assert (wd / 'results.png').is_file()
+    assert (wd / 'teacher.pth').is_file()  # what the configs read
     # --reuse: the same command again trains nothing (teacher, 2 x student,
-    # 2 x kd read from their logs), with the same numbers
-    again = run_tool(['tools/demo.py', '--epochs', '2', '--only', 'kd',
-                      '--work-dir', str(tmp_path), '--seeds', '2', '--reuse',
-                      '--choices', str(tmp_path / 'none.json')])
-    second = json.loads((tmp_path / 'results.json').read_text())
-    assert second['reused_runs'] == 5, again.stdout
-    assert again.stdout.count(': reused ') == 5
+    # 2 x kd, 2 x aekt read from their logs), with the same numbers
+    from tests.conftest import DEMO_ARGS
+    again = subprocess.run([sys.executable, 'tools/demo.py', *DEMO_ARGS,
+                            '--reuse'], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = json.loads((wd / 'results.json').read_text())
+    assert second['reused_runs'] == 7, again.stdout
+    assert again.stdout.count(': reused ') == 7
     assert [r['test'] for r in second['results']['few-labels']] == \
         [r['test'] for r in report['results']['few-labels']]
+
+
+def test_demo_without_tuned_choices_says_it_uses_defaults(tmp_path):
+    """No committed choices to read: the demo says so and uses lr 0.2."""
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location(
+        'demo', osp.join(ROOT, 'tools', 'demo.py'))
+    demo = importlib.util.module_from_spec(spec)
+    sys.modules['demo'] = demo  # dataclasses look their module up there
+    spec.loader.exec_module(demo)
+    args = demo.parse_args(['--choices', str(tmp_path / 'none.json')])
+    choices, source = demo.load_choices(args)
+    assert choices == {} and source.startswith('defaults (lr 0.2')
+    args = demo.parse_args([])
+    choices, source = demo.load_choices(args)
+    assert source == f'from {demo.CHOICES}' and choices['few-labels']
 
 
 # --------------------------------------- file arguments: one clean message

@@ -8,7 +8,7 @@ Trains the teachers on scikit-learn's bundled Digits, then the student alone
 and the student with each method, on the chosen regime(s): ``full`` (the
 whole train split) and ``few-labels`` (15 labelled images per class; the
 teachers still saw the whole train split). Protocol in
-``kd_plugins/digits_benchmark.py``: with ``--tune`` every row's learning
+``benchmarks/digits.py``: with ``--tune`` every row's learning
 rate (and the student alone's epochs, then used by every row) is chosen on a
 validation split carved out of the train split, with the same grid for all
 rows; without it the choices of the last tuned run are read from
@@ -30,16 +30,19 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from kd_plugins.digits_benchmark import (DEFAULT_LR, LR_GRID,  # noqa: E402
-                                         REGIMES, TEACHER_EPOCHS, Row, chart,
-                                         data_options, markdown, select,
-                                         summarize, summary_table, verdict)
+from benchmarks.digits import (DEFAULT_LR, LR_GRID, REGIMES,  # noqa: E402
+                               TEACHER_EPOCHS, Row, chart, data_options,
+                               markdown, select, summarize, summary_table,
+                               verdict)
 
 CHOICES = 'docs/results/digits_benchmark.json'
 VAL = ['val_dataloader.dataset.split=val',
@@ -83,24 +86,24 @@ def log_seconds(text: str):
     return round((t(stamps[-1]) - t(stamps[0])).total_seconds(), 1)
 
 
-def finished_run(job: dict):
-    """The log text of a finished run in ``job['work_dir']`` trained with
+def finished_run(job: 'Job'):
+    """The log text of a finished run in ``job.work_dir`` trained with
     exactly ``job``'s config and options, else None (``--reuse``).
 
     Finished: ``last_checkpoint`` names an existing file. Same run: the
     config mmengine dumped there has every ``--cfg-options`` value of
     ``job`` (parsed as tools/train.py parses it)."""
     from mmengine.config import Config, DictAction
-    wd = job['work_dir']
+    wd = job.work_dir
     last, log = osp.join(wd, 'last_checkpoint'), osp.join(wd, 'train.log')
-    dumped = osp.join(wd, osp.basename(job['config']))
+    dumped = osp.join(wd, osp.basename(job.config))
     if not all(osp.isfile(f) for f in (last, log, dumped)):
         return None
     with open(last) as f:
         if not osp.isfile(f.read().strip()):
             return None
     cfg = Config.fromfile(dumped).to_dict()
-    for opt in job['options']:
+    for opt in job.options:
         key, value = opt.split('=', 1)
         node = cfg
         for part in key.split('.'):
@@ -116,10 +119,27 @@ def finished_run(job: dict):
         return f.read()
 
 
-class Runner:
-    """Runs tools/train.py jobs, ``jobs`` at a time, one thread group each.
-    With ``reuse``, a job whose work dir holds a finished run with the same
-    config and options is read from its log instead of trained again."""
+@dataclass
+class Job:
+    """One tools/train.py run of the demo."""
+    tag: str           # what the log line calls it
+    config: str
+    row: str           # benchmarks.digits ROWS name
+    regime: str        # 'teacher', 'full' or 'few-labels'
+    work_dir: str
+    lr: float
+    epochs: Optional[int]
+    options: List[str]  # --cfg-options key=value
+    seed: int = 0
+
+
+class JobRunner:
+    """Runs :class:`Job` s through tools/train.py, ``jobs`` at a time (one
+    thread group each), and says how far it is. With ``reuse``, a job whose
+    work dir holds a finished run with the same config and options is read
+    from its log instead of trained again. Results are dicts (the job's
+    fields, then ``ok``, ``top1``, ``seconds``, ``log``, ``checkpoint``...):
+    they go into results.json as they are."""
 
     def __init__(self, work_dir: str, jobs: int, reuse: bool = False) -> None:
         self.work_dir, self.jobs = work_dir, max(1, jobs)
@@ -128,9 +148,12 @@ class Runner:
         self.env = dict(os.environ, PYTHONUNBUFFERED='1',
                         OMP_NUM_THREADS=str(threads),
                         MKL_NUM_THREADS=str(threads))
+        self.t0 = time.time()
+        self._lock = threading.Lock()
+        self._done = self._total = 0
 
-    def train(self, job: dict) -> dict:
-        wd = job['work_dir']
+    def train(self, job: Job) -> dict:
+        wd = job.work_dir
         os.makedirs(wd, exist_ok=True)
         log_path = osp.join(wd, 'train.log')
         text = finished_run(job) if self.reuse else None
@@ -139,8 +162,8 @@ class Runner:
             ok, seconds = True, log_seconds(text)
             self.reused.add(wd)
         else:
-            cmd = [sys.executable, 'tools/train.py', job['config'],
-                   '--work-dir', wd, '--cfg-options', *job['options']]
+            cmd = [sys.executable, 'tools/train.py', job.config,
+                   '--work-dir', wd, '--cfg-options', *job.options]
             t0 = time.time()
             with open(log_path, 'w') as log:
                 proc = subprocess.run(cmd, cwd=ROOT, stdout=log,
@@ -148,7 +171,7 @@ class Runner:
             with open(log_path) as f:
                 text = f.read()
             ok, seconds = proc.returncode == 0, round(time.time() - t0, 1)
-        res = dict(job, seconds=seconds, log=log_path, ok=ok,
+        res = dict(asdict(job), seconds=seconds, log=log_path, ok=ok,
                    **parse_log(text))
         if reused:
             res['reused'] = True
@@ -162,17 +185,37 @@ class Runner:
                   else ('FAILED: ' + tail.splitlines()[-1][:160]
                         if not ok else 'done'))
         took = f'{seconds:.0f} s' if seconds is not None else '? s'
-        print(f"[demo] {job['tag']}: " + (
+        print(f'[demo] {job.tag}: ' + (
             f'reused {status} ({took} when it ran)' if reused else
-            f'{status} ({took})'), flush=True)
+            f'{status} ({took})') + self._progress(), flush=True)
         return res
 
-    def run_all(self, jobs: list) -> list:
+    def _progress(self) -> str:
+        """'; run k of n of this stage, elapsed, about ... left'."""
+        with self._lock:
+            self._done += 1
+            done, total = self._done, self._total
+        elapsed = time.time() - self.t0
+        left = (self._stage_elapsed() / done) * (total - done)
+        return (f'; run {done} of {total} of this stage, {elapsed:.0f} s '
+                f'elapsed, about {left:.0f} s left in the stage')
+
+    def _stage_elapsed(self) -> float:
+        return time.time() - self._stage_t0
+
+    def run_all(self, jobs: List[Job]) -> List[dict]:
+        if not jobs:
+            return []
+        with self._lock:
+            self._done, self._total = 0, len(jobs)
+        self._stage_t0 = time.time()
+        print(f'[demo] starting {len(jobs)} run(s), {self.jobs} at a time',
+              flush=True)
         with cf.ThreadPoolExecutor(self.jobs) as pool:
             return list(pool.map(self.train, jobs))
 
 
-def run_stats(runner: Runner, stats_cfg: str, teacher: str, out: str
+def run_stats(runner: JobRunner, stats_cfg: str, teacher: str, out: str
               ) -> None:
     log = out.replace('.npz', '.log')
     if runner.reuse and osp.isfile(out) and \
@@ -239,7 +282,36 @@ def common(lr: float, epochs: int, seed: int) -> list:
             f'randomness.seed={seed}']
 
 
-def main(argv=None) -> dict:
+@dataclass
+class Plan:
+    """What the stages share: the options, the rows, the learning-rate /
+    epoch choices (tuned here or read), and the files the teachers left."""
+    args: argparse.Namespace
+    rows: List[Row]
+    choices: dict
+    ckpts: dict = field(default_factory=dict)  # row name -> checkpoint
+    stats_file: Optional[str] = None
+    tune_log: List[dict] = field(default_factory=list)
+
+    def choice(self, regime: str, name: str, key: str, default):
+        return (self.choices.get(regime, {}).get(name, {}).get(key)
+                or default)
+
+    def epochs(self, default: int) -> int:
+        return self.args.epochs or default
+
+    def rows_of(self, kind: str) -> List[Row]:
+        return [r for r in self.rows if r.kind == kind]
+
+    def row_options(self, row: Row) -> list:
+        opts = needs_options(row, self.ckpts) + list(row.options)
+        return opts + [f'{k}={self.stats_file}' for k in row.stats_keys]
+
+    def work_dir(self, *parts: str) -> str:
+        return osp.join(self.args.work_dir, *parts)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--regime', default='few-labels',
                    choices=['full', 'few-labels', 'both'])
@@ -274,147 +346,155 @@ def main(argv=None) -> dict:
                    help='only write the table and chart again from a '
                    'results.json (no training)')
     args = p.parse_args(argv)
+    if args.epochs is not None and args.epochs < 2:
+        p.error('--epochs must be >= 2 (1 warm-up epoch + cosine decay)')
+    return args
+
+
+def load_choices(args) -> tuple[dict, str]:
+    """(choices, where they come from): tuned in this run, read from the
+    last tuned run (``--choices``), or defaults."""
+    if args.tune:
+        return {}, 'tuned in this run'
+    path = osp.join(ROOT, args.choices)
+    if osp.isfile(path):
+        with open(path) as f:
+            return json.load(f)['choices'], f'from {args.choices}'
+    return {}, (f'defaults (lr {DEFAULT_LR}; {args.choices} not found: run '
+                'with --tune to choose them)')
+
+
+def train_teachers(plan: Plan, runner: JobRunner) -> List[dict]:
+    """Stage 1: the teachers on the whole train split (lr tuned on the
+    validation split with --tune), evaluated on the test split."""
+    teachers = plan.rows_of('teacher')
+    epochs = plan.epochs(plan.choice('teacher', 'teacher', 'epochs',
+                                     TEACHER_EPOCHS))
+    if plan.args.tune and teachers:
+        res = runner.run_all([Job(
+            tag=f'tune teacher lr {lr}', config=teachers[0].config,
+            row='teacher', regime='teacher',
+            work_dir=plan.work_dir('tune', 'teacher', f'lr{lr}'), lr=lr,
+            epochs=epochs, options=common(lr, epochs, 0) + data_options(
+                {'val_per_class': 28}) + VAL) for lr in plan.args.lr_grid])
+        plan.tune_log += res
+        best = max((r for r in res if r['top1'] is not None),
+                   key=lambda r: r['top1'])
+        plan.choices.setdefault('teacher', {})['teacher'] = dict(
+            lr=best['lr'], epochs=epochs)
+    lr = plan.choice('teacher', 'teacher', 'lr', DEFAULT_LR)
+    res = runner.run_all([Job(
+        tag=r.name, config=r.config, row=r.name, regime='teacher',
+        work_dir=plan.work_dir(r.name), lr=lr, epochs=epochs,
+        seed=0 if r.name == 'teacher' else 1,
+        options=common(lr, epochs, 0 if r.name == 'teacher' else 1))
+        for r in teachers])
+    if any(not r['ok'] for r in res):
+        raise SystemExit('demo: a teacher failed to train: ' + '; '.join(
+            r['log'] for r in res if not r['ok']))
+    plan.ckpts.update({r['row']: r['checkpoint'] for r in res})
+    return res
+
+
+def prepare_teacher_files(plan: Plan, runner: JobRunner) -> None:
+    """Stage 2: what the methods read from the teachers (IE-KD stage 1, the
+    KD-layer statistics), and the checkpoints under the stable names the
+    demo configs use."""
+    res = runner.run_all([Job(
+        tag=r.name, config=r.config, row=r.name, regime='teacher',
+        work_dir=plan.work_dir(r.name), lr=0.1, epochs=None,
+        options=needs_options(r, plan.ckpts) + [
+            f'train_cfg.max_epochs={plan.epochs(8)}'])
+        for r in plan.rows_of('prep')])
+    plan.ckpts.update({r['row']: r['checkpoint'] for r in res if r['ok']})
+    for name, path in plan.ckpts.items():
+        shutil.copy(path, plan.work_dir(f'{name}.pth'))
+    if any(r.stats_keys for r in plan.rows):
+        plan.stats_file = plan.work_dir('kd_layer_stats.npz')
+        run_stats(runner, next(r.config for r in plan.rows if r.stats_keys),
+                  plan.ckpts['teacher'], plan.stats_file)
+
+
+def tune_regime(plan: Plan, runner: JobRunner, regime: str) -> int:
+    """Stage 3 (--tune): on the validation split, one seed, the student
+    alone's lr and epochs, then every other row's lr at those epochs.
+    Returns the epochs every row then trains for."""
+    spec = REGIMES[regime]
+    students = plan.rows_of('student')
+    e0 = plan.epochs(spec['epochs'])
+    grid = [(lr, e) for lr in plan.args.lr_grid for e in (e0, 2 * e0)]
+    student = next(r for r in students if r.name == 'student')
+    res = runner.run_all([Job(
+        tag=f'{regime} tune student lr {lr} epochs {e}',
+        config=student.config, row='student', regime=regime,
+        work_dir=plan.work_dir(regime, 'tune', f'student_lr{lr}_e{e}'),
+        lr=lr, epochs=e, options=plan.row_options(student) + common(lr, e, 0)
+        + data_options(spec['tune']) + VAL) for lr, e in grid])
+    plan.tune_log += res
+    ok = [r for r in res if r['top1'] is not None]
+    best = max(ok, key=lambda r: (r['top1'], -r['epochs']))
+    epochs = best['epochs']
+    plan.choices.setdefault(regime, {})['student'] = dict(lr=best['lr'],
+                                                          epochs=epochs)
+    others = [r for r in students if r.name != 'student']
+    res = runner.run_all([Job(
+        tag=f'{regime} tune {r.name} lr {lr}', config=r.config, row=r.name,
+        regime=regime, work_dir=plan.work_dir(regime, 'tune',
+                                              f'{r.name}_lr{lr}'),
+        lr=lr, epochs=epochs, options=plan.row_options(r) + common(
+            lr, epochs, 0) + data_options(spec['tune']) + VAL)
+        for r in others for lr in plan.args.lr_grid])
+    plan.tune_log += res
+    for r in others:
+        ok = [x for x in res if x['row'] == r.name and x['top1'] is not None]
+        lr = max(ok, key=lambda x: x['top1'])['lr'] if ok else \
+            min(plan.args.lr_grid)
+        plan.choices[regime][r.name] = dict(lr=lr, epochs=epochs)
+    return epochs
+
+
+def final_runs(plan: Plan, runner: JobRunner, regime: str,
+               epochs: int) -> List[dict]:
+    """Stage 4: every row with --seeds seeds, the test split at the end."""
+    spec = REGIMES[regime]
+    jobs = []
+    for r in plan.rows_of('student'):
+        lr = plan.choice(regime, r.name, 'lr', DEFAULT_LR)
+        jobs += [Job(
+            tag=f'{regime} {r.name} seed {seed}', config=r.config, row=r.name,
+            regime=regime, lr=lr, epochs=epochs, seed=seed,
+            work_dir=plan.work_dir(regime, r.name, f'seed{seed}'),
+            options=plan.row_options(r) + common(lr, epochs, seed)
+            + data_options(spec['final'])) for seed in range(plan.args.seeds)]
+    return runner.run_all(jobs)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     if args.report_from:
         with open(args.report_from) as f:
             report = json.load(f)
         write_report(report, args.work_dir, args.results_dir)
         return report
-    if args.epochs is not None and args.epochs < 2:
-        p.error('--epochs must be >= 2 (1 warm-up epoch + cosine decay)')
     t_start = time.time()
-    rows = select(args.only, variants=args.tune or args.all_rows)
-    regimes = (['full', 'few-labels'] if args.regime == 'both' else
-               [args.regime])
-    runner = Runner(args.work_dir, args.jobs, args.reuse)
-    os.makedirs(args.work_dir, exist_ok=True)
-
-    # choices: tuned here, or from the last tuned run, or defaults
-    choices, source = {}, 'tuned in this run'
-    if not args.tune:
-        path = osp.join(ROOT, args.choices)
-        if osp.isfile(path):
-            with open(path) as f:
-                choices = json.load(f)['choices']
-            source = f'from {args.choices}'
-        else:
-            source = (f'defaults (lr {DEFAULT_LR}; {args.choices} not found: '
-                      'run with --tune to choose them)')
+    choices, source = load_choices(args)
     print(f'[demo] learning rates / epochs: {source}', flush=True)
-
-    def choice(regime, name, key, default):
-        return (choices.get(regime, {}).get(name, {}).get(key) or default)
-
-    def epochs_of(default):
-        return args.epochs or default
-
-    # 1) teachers: whole train split, evaluated on the test split
-    teachers = [r for r in rows if r.kind == 'teacher']
-    t_epochs = epochs_of(choice('teacher', 'teacher', 'epochs',
-                                TEACHER_EPOCHS))
-    tune_log = []
-    if args.tune and teachers:
-        jobs = [dict(tag=f'tune teacher lr {lr}', config=teachers[0].config,
-                     work_dir=osp.join(args.work_dir, 'tune', 'teacher',
-                                       f'lr{lr}'),
-                     options=common(lr, t_epochs, 0) + data_options(
-                         {'val_per_class': 28}) + VAL, lr=lr,
-                     epochs=t_epochs, row='teacher', regime='teacher')
-                for lr in args.lr_grid]
-        res = runner.run_all(jobs)
-        tune_log += res
-        best = max((r for r in res if r['top1'] is not None),
-                   key=lambda r: r['top1'])
-        choices.setdefault('teacher', {})['teacher'] = dict(
-            lr=best['lr'], epochs=t_epochs)
-    t_lr = choice('teacher', 'teacher', 'lr', DEFAULT_LR)
-    res = runner.run_all([dict(
-        tag=r.name, config=r.config, row=r.name, regime='teacher',
-        work_dir=osp.join(args.work_dir, r.name), lr=t_lr, epochs=t_epochs,
-        options=common(t_lr, t_epochs, 0 if r.name == 'teacher' else 1))
-        for r in teachers])
-    ckpts = {r['row']: r['checkpoint'] for r in res if r['ok']}
-    teacher_results = res
-    if any(not r['ok'] for r in res):
-        raise SystemExit('demo: a teacher failed to train: ' + '; '.join(
-            r['log'] for r in res if not r['ok']))
-
-    # 2) teacher-side artefacts: IE-KD stage 1, KD-layer statistics
-    prep = [r for r in rows if r.kind == 'prep']
-    res = runner.run_all([dict(
-        tag=r.name, config=r.config, row=r.name, regime='teacher',
-        work_dir=osp.join(args.work_dir, r.name), lr=0.1, epochs=None,
-        options=needs_options(r, ckpts) + [
-            f'train_cfg.max_epochs={epochs_of(8)}']) for r in prep])
-    ckpts.update({r['row']: r['checkpoint'] for r in res if r['ok']})
-    for name, path in ckpts.items():  # stable names the demo configs use
-        shutil.copy(path, osp.join(args.work_dir, f'{name}.pth'))
-    stats_file = None
-    if any(r.stats_keys for r in rows):
-        stats_file = osp.join(args.work_dir, 'kd_layer_stats.npz')
-        run_stats(runner, next(r.config for r in rows if r.stats_keys),
-                  ckpts['teacher'], stats_file)
-
-    students = [r for r in rows if r.kind == 'student']
-
-    def row_options(row: Row) -> list:
-        opts = needs_options(row, ckpts) + list(row.options)
-        return opts + [f'{k}={stats_file}' for k in row.stats_keys]
-
+    plan = Plan(args, select(args.only, variants=args.tune or args.all_rows),
+                choices)
+    runner = JobRunner(args.work_dir, args.jobs, args.reuse)
+    os.makedirs(args.work_dir, exist_ok=True)
+    teacher_results = train_teachers(plan, runner)
+    prepare_teacher_files(plan, runner)
     results = {}
-    for regime in regimes:
-        spec = REGIMES[regime]
-        base_epochs = epochs_of(choice(regime, 'student', 'epochs',
-                                       spec['epochs']))
-        # 3) tuning on the validation split (one seed)
+    for regime in (['full', 'few-labels'] if args.regime == 'both' else
+                   [args.regime]):
+        epochs = plan.epochs(plan.choice(regime, 'student', 'epochs',
+                                         REGIMES[regime]['epochs']))
         if args.tune:
-            e0 = epochs_of(spec['epochs'])
-            grid = [(lr, e) for lr in args.lr_grid for e in (e0, 2 * e0)]
-            student = next(r for r in students if r.name == 'student')
-            res = runner.run_all([dict(
-                tag=f'{regime} tune student lr {lr} epochs {e}',
-                config=student.config, row='student', regime=regime,
-                work_dir=osp.join(args.work_dir, regime, 'tune',
-                                  f'student_lr{lr}_e{e}'), lr=lr, epochs=e,
-                options=row_options(student) + common(lr, e, 0)
-                + data_options(spec['tune']) + VAL) for lr, e in grid])
-            tune_log += res
-            ok = [r for r in res if r['top1'] is not None]
-            best = max(ok, key=lambda r: (r['top1'], -r['epochs']))
-            base_epochs = best['epochs']
-            choices.setdefault(regime, {})['student'] = dict(
-                lr=best['lr'], epochs=base_epochs)
-            others = [r for r in students if r.name != 'student']
-            res = runner.run_all([dict(
-                tag=f'{regime} tune {r.name} lr {lr}', config=r.config,
-                row=r.name, regime=regime,
-                work_dir=osp.join(args.work_dir, regime, 'tune',
-                                  f'{r.name}_lr{lr}'), lr=lr,
-                epochs=base_epochs,
-                options=row_options(r) + common(lr, base_epochs, 0)
-                + data_options(spec['tune']) + VAL)
-                for r in others for lr in args.lr_grid])
-            tune_log += res
-            for r in others:
-                ok = [x for x in res if x['row'] == r.name and
-                      x['top1'] is not None]
-                lr = max(ok, key=lambda x: x['top1'])['lr'] if ok else \
-                    min(args.lr_grid)
-                choices[regime][r.name] = dict(lr=lr, epochs=base_epochs)
-        # 4) final runs: N seeds, test split at the end
-        jobs = []
-        for r in students:
-            lr = choice(regime, r.name, 'lr', DEFAULT_LR)
-            for seed in range(args.seeds):
-                jobs.append(dict(
-                    tag=f'{regime} {r.name} seed {seed}', config=r.config,
-                    row=r.name, regime=regime, lr=lr, epochs=base_epochs,
-                    seed=seed,
-                    work_dir=osp.join(args.work_dir, regime, r.name,
-                                      f'seed{seed}'),
-                    options=row_options(r) + common(lr, base_epochs, seed)
-                    + data_options(spec['final'])))
-        res = runner.run_all(jobs)
-        results[regime] = summarize_regime(rows, res, teacher_results)
+            epochs = tune_regime(plan, runner, regime)
+        results[regime] = summarize_regime(
+            plan.rows, final_runs(plan, runner, regime, epochs),
+            teacher_results)
     report = dict(
         date=time.strftime('%Y-%m-%d'),
         command='python tools/demo.py ' + ' '.join(
@@ -423,11 +503,11 @@ def main(argv=None) -> dict:
         f'{platform.python_version()}',
         seconds=round(time.time() - t_start), jobs=args.jobs,
         reused_runs=len(runner.reused),
-        choices_source=source, choices=choices, lr_grid=list(args.lr_grid),
-        results=results,
+        choices_source=source, choices=plan.choices,
+        lr_grid=list(args.lr_grid), results=results,
         tuning=[{k: t.get(k) for k in ('row', 'regime', 'lr', 'epochs',
                                        'top1', 'seconds', 'loss_tail')}
-                for t in tune_log])
+                for t in plan.tune_log])
     write_report(report, args.work_dir, args.results_dir)
     return report
 

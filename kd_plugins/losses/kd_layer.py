@@ -15,33 +15,17 @@ at construction that the file exists and matches (kind, K, classes).
 """
 from __future__ import annotations
 
-import json
-import os.path as osp
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmrazor.registry import MODELS
 
-from ..errors import ConfigError, MissingFileError
+from ..errors import ConfigError
+from ..utils.stats_file import LAYOUT, load_stats
 
-KINDS = ('penultimate', 'intermediate')
-
-
-def load_stats(path: str) -> tuple[dict, dict]:
-    """(arrays, metadata) of a statistics file; clear errors if unusable."""
-    if not path or not osp.isfile(path):
-        raise MissingFileError(
-            f'KD-layer statistics file {path!r} does not exist.\n  Fix: '
-            'compute it from the teacher first: python tools/kd_layer_stats.py'
-            ' CONFIG TEACHER_CKPT OUT.npz, then set model.distiller.'
-            'distill_losses.<loss>.stats_file=OUT.npz')
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    meta = json.loads(str(arrays.pop('meta')))
-    return arrays, meta
+KINDS = tuple(LAYOUT)  # ('penultimate', 'intermediate')
 
 
 def penultimate_targets(feat_t: torch.Tensor, centers: torch.Tensor,
@@ -98,18 +82,15 @@ class KDLayerLoss(nn.Module):
             raise ConfigError(f'{stats_file!r} has no {kind} statistics '
                               f'(it has {meta.get("kinds")}); recompute it.')
         if kind == 'penultimate':
-            centers = torch.from_numpy(arrays['penult_centers']).float()
+            centers, = (torch.from_numpy(arrays[k]).float()
+                        for k in LAYOUT['penultimate'])
             k = centers.shape[0]
             self.register_buffer('centers', centers, persistent=False)
         else:
-            self.register_buffer('mean', torch.from_numpy(
-                arrays['inter_mean']).float(), persistent=False)
-            self.register_buffer('proj', torch.from_numpy(
-                arrays['inter_proj']).float(), persistent=False)
-            self.register_buffer('centers', torch.from_numpy(
-                arrays['inter_centers']).float(), persistent=False)
-            self.register_buffer('s_t', torch.from_numpy(
-                arrays['inter_s_t']).float(), persistent=False)
+            for name, key in zip(('mean', 'proj', 'centers', 's_t'),
+                                 LAYOUT['intermediate']):
+                self.register_buffer(name, torch.from_numpy(
+                    arrays[key]).float(), persistent=False)
             self.per_class = int(meta['subclasses'])
             k = self.s_t.shape[0]
             if num_classes is not None and \

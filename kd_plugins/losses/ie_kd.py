@@ -55,12 +55,9 @@ class IEInheritLoss(nn.Module):
 
 
 @MODELS.register_module()
-class IEExploreLoss(nn.Module):
-    """``-loss_weight * mean |n(S) - n(T)|`` (paper: lambda_exp = 50)."""
-
-    def __init__(self, loss_weight: float = 50.0) -> None:
-        super().__init__()
-        self.loss_weight = loss_weight
+class IEExploreLoss(IEInheritLoss):
+    """``-loss_weight * mean |n(S) - n(T)|`` (paper: lambda_exp = 50): the
+    inheritance term with the opposite sign (pushes the factors apart)."""
 
     def forward(self, preds_S, preds_T):
-        return -self.loss_weight * factor_l1(preds_S, preds_T.detach())
+        return -super().forward(preds_S, preds_T)

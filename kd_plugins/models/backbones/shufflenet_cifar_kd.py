@@ -19,6 +19,13 @@ def channel_shuffle(x, groups: int):
         n, c, h, w)
 
 
+def _conv_bn(cin: int, cout: int, k: int, stride: int = 1,
+             groups: int = 1) -> tuple:
+    """A bias-free k x k convolution (padding k // 2) and its BatchNorm."""
+    return (nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups,
+                      bias=False), nn.BatchNorm2d(cout))
+
+
 class V1Bottleneck(nn.Module):
     """ShuffleNetV1 unit: gconv1x1-shuffle-dw3x3-gconv1x1 (+avgpool concat)."""
 
@@ -80,12 +87,9 @@ class V2BasicBlock(nn.Module):
         super().__init__()
         self.split_ratio = split_ratio
         c = int(in_channels * split_ratio)
-        self.conv1 = nn.Conv2d(c, c, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.conv2 = nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
-        self.conv3 = nn.Conv2d(c, c, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(c)
+        self.conv1, self.bn1 = _conv_bn(c, c, 1)
+        self.conv2, self.bn2 = _conv_bn(c, c, 3, 1, groups=c)
+        self.conv3, self.bn3 = _conv_bn(c, c, 1)
 
     def forward(self, x):
         c = int(x.size(1) * self.split_ratio)
@@ -102,17 +106,12 @@ class V2DownBlock(nn.Module):
     def __init__(self, in_channels, out_channels):
         super().__init__()
         mid = out_channels // 2
-        self.conv1 = nn.Conv2d(in_channels, in_channels, 3, 2, 1,
-                               groups=in_channels, bias=False)
-        self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv2 = nn.Conv2d(in_channels, mid, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(mid)
-        self.conv3 = nn.Conv2d(in_channels, mid, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(mid)
-        self.conv4 = nn.Conv2d(mid, mid, 3, 2, 1, groups=mid, bias=False)
-        self.bn4 = nn.BatchNorm2d(mid)
-        self.conv5 = nn.Conv2d(mid, mid, 1, bias=False)
-        self.bn5 = nn.BatchNorm2d(mid)
+        self.conv1, self.bn1 = _conv_bn(in_channels, in_channels, 3, 2,
+                                        groups=in_channels)
+        self.conv2, self.bn2 = _conv_bn(in_channels, mid, 1)
+        self.conv3, self.bn3 = _conv_bn(in_channels, mid, 1)
+        self.conv4, self.bn4 = _conv_bn(mid, mid, 3, 2, groups=mid)
+        self.conv5, self.bn5 = _conv_bn(mid, mid, 1)
 
     def forward(self, x):
         left = F.relu(self.bn2(self.conv2(self.bn1(self.conv1(x)))))

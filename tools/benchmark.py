@@ -96,16 +96,25 @@ def mmrazor_kd_cfg(model_cfg: dict, trains_teacher: bool) -> dict:
         data_preprocessor=copy.deepcopy(model_cfg.get('data_preprocessor')),
         architecture=copy.deepcopy(model_cfg['architecture']),
         teacher=copy.deepcopy(teacher), teacher_trainable=trains_teacher,
-        distiller=dict(
-            type='ConfigurableDistiller',
-            student_recorders=dict(
-                fc=dict(type='ModuleOutputs', source='head.fc')),
-            teacher_recorders=dict(
-                fc=dict(type='ModuleOutputs', source='head.fc')),
-            distill_losses=dict(loss_kd=dict(type='KLDivergence', tau=4)),
-            loss_forward_mappings=dict(loss_kd=dict(
-                preds_S=dict(from_student=True, recorder='fc'),
-                preds_T=dict(from_student=False, recorder='fc')))))
+        distiller=kd_distiller())
+
+
+def kd_distiller() -> dict:
+    """The baseline's distiller: configs/_base_/distill/kd.py, the file
+    the KD configs use (mmrazor's recorders and KLDivergence, tau 4)."""
+    from mmengine.config import Config
+    path = osp.join(ROOT, 'configs', '_base_', 'distill', 'kd.py')
+    return Config.fromfile(path).kd_distiller.to_dict()
+
+
+def _trains_teacher(model_cfg: dict) -> bool:
+    """Whether the method trains its teacher(s) (ATSC, a trainable
+    SingleTeacherDistill): read from a built model, so that the baseline
+    gets the same (trainable or frozen) teacher."""
+    from mmrazor.registry import MODELS
+    probe = MODELS.build(copy.deepcopy(model_cfg))
+    return any(p.requires_grad for n, p in probe.named_parameters()
+               if n.startswith(('teacher.', 'teachers.')))
 
 
 def student_cfg(model_cfg: dict) -> dict:
@@ -282,9 +291,8 @@ def run(args) -> list[dict]:
                           'model.architecture).\n  Fix: benchmark a config '
                           'of configs/ with a teacher and a student.')
     algo = MODELS.get(str(model_cfg['type']).split('.')[-1])
-    trains_teacher = bool(getattr(algo, 'trains_teacher', False)) or bool(
-        model_cfg.get('teacher_trainable', False))
     notes = synthetic_method_files(model_cfg, cfg, size)
+    trains_teacher = _trains_teacher(model_cfg)  # needs the files above
     t_start = time.time()
     torch.manual_seed(0)
     student = MODELS.build(student_cfg(model_cfg))

@@ -97,8 +97,6 @@ class ATSC(BaseAlgorithm):
         data_preprocessor: the run's preprocessor.
     """
 
-    trains_teacher = True  # tools/benchmark.py compares with a trained teacher
-
     def __init__(self,
                  architecture: Union[BaseModel, Dict],
                  teachers: Union[Dict, Sequence[Dict]],

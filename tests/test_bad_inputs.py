@@ -264,3 +264,94 @@ def test_malicious_checkpoint_is_refused(digits_teacher, tmp_path, where):
     torch.load(evil, weights_only=False)
     assert osp.exists(marker)
     os.remove(marker)
+
+
+# ---------------------------------------- mistakes of cluster users, round 3
+def test_teacher_url_on_a_node_without_network(tmp_path):
+    """A zoo URL that cannot be downloaded: where to put the file (torch's
+    hub cache, where mmengine looks first) or how to pass a local path."""
+    url = 'http://127.0.0.1:9/resnet18_teacher.pth'  # nothing listens
+    proc = run_tool(['tools/train.py', KD, '--work-dir', str(tmp_path / 'w'),
+                     '--cfg-options', f'model.teacher_ckpt={url}'],
+                    check=False, timeout=600,
+                    env={'TORCH_HOME': str(tmp_path / 'th')})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert 'could not be downloaded' in proc.stderr, out[-3000:]
+    assert osp.join(str(tmp_path / 'th'), 'hub', 'checkpoints',
+                    'resnet18_teacher.pth') in proc.stderr
+    assert 'model.teacher_ckpt=/path/to/teacher.pth' in proc.stderr
+    assert 'Traceback' not in out
+
+
+def test_a_distillers_checkpoint_as_teacher_loads_its_student(tmp_path):
+    """A student promoted to teacher (born-again, teacher-assistant
+    chains): the distillation checkpoint's student is loaded, and the
+    pre-flight weight check compares that student."""
+    from mmengine.config import Config
+    from mmrazor.registry import MODELS
+
+    from kd_plugins.engine.pair_checks import check_pairs
+    from kd_plugins.utils.teacher import build_teacher
+    cfg = Config.fromfile(osp.join(ROOT, KD))
+    cfg.model.teacher_ckpt = None
+    run = MODELS.build(cfg.model)
+    with torch.no_grad():
+        for p in run.student.parameters():
+            p.normal_()
+    ckpt = str(tmp_path / 'kd_run_epoch_3.pth')
+    torch.save({'state_dict': run.state_dict(), 'meta': {}}, ckpt)
+    teacher = build_teacher(dict(cfg.model.architecture), ckpt)
+    for k, v in run.student.state_dict().items():
+        assert torch.equal(teacher.state_dict()[k], v), k
+    # the next generation: the student's architecture as the teacher
+    cfg.model.teacher = dict(cfg.model.architecture)
+    cfg.model.teacher_ckpt = ckpt
+    check_pairs(cfg)  # no mismatch: the student part is what is compared
+
+
+def test_a_registry_typo_names_the_closest_types():
+    from mmengine.config import Config
+
+    from kd_plugins.engine.pair_checks import check_pairs
+    from kd_plugins.errors import PreflightError
+    cfg = Config.fromfile(osp.join(ROOT, KD))
+    cfg.model.teacher_ckpt = None
+    cfg.model.distiller.distill_losses.loss_kd.type = 'KLDivergense'
+    with pytest.raises(PreflightError, match="type='KLDivergense' is not a "
+                       r"registered type .* Closest: 'KLDivergence'"):
+        check_pairs(cfg)
+
+
+def test_resume_with_another_methods_checkpoint(tmp_path):
+    """ATSC (two named optimizers) resumed from a KD checkpoint (one): the
+    message says what the checkpoint holds and what the run expects
+    (mmengine's own error was KeyError: 'param_groups')."""
+    ckpt = str(tmp_path / 'kd_epoch_2.pth')
+    torch.save({'state_dict': {}, 'meta': {'cfg': (
+        "model = dict(\n    _scope_='mmrazor',\n    type='FastDistill',\n"
+        "    teacher_ckpt=None)\noptim_wrapper = dict()\n")},
+        'optimizer': {'state': {}, 'param_groups': []}}, ckpt)
+    out = _fails([ATSC, '--work-dir', str(tmp_path / 'w'), '--resume', ckpt,
+                  '--cfg-options', 'model.teacher_ckpts=[None]'],
+                 'holds a run of FastDistill with one optimizer',
+                 'this config trains ATSC with several named optimizers',
+                 'load_from=PATH')
+    assert 'param_groups' not in out
+
+
+def test_resume_check_accepts_a_checkpoint_of_the_same_method(tmp_path):
+    from mmengine.config import Config
+
+    from kd_plugins.engine.preflight import check_resume
+    cfg = Config.fromfile(osp.join(ROOT, ATSC))
+    ckpt = str(tmp_path / 'atsc_epoch_2.pth')
+    group = {'state': {}, 'param_groups': []}
+    torch.save({'state_dict': {}, 'meta': {'cfg': cfg.pretty_text},
+                'optimizer': {'main': group, 'teacher_bias': group}}, ckpt)
+    check_resume(cfg, ckpt)  # no error
+    kd = Config.fromfile(osp.join(ROOT, KD))
+    from kd_plugins.errors import PreflightError
+    with pytest.raises(PreflightError, match='holds a run of ATSC with the '
+                       r"optimizers \['main', 'teacher_bias'\]"):
+        check_resume(kd, ckpt)

@@ -13,6 +13,7 @@ from _common import (Config, add_common_args, build_runner, close_dist,
                      default_dataloader_cfgs, load_config, need_file, out_dir,
                      run_main, set_local_rank, set_work_dir)
 from kd_plugins.engine import preflight
+from kd_plugins.engine.preflight import check_resume
 from kd_plugins.errors import PreflightError
 
 
@@ -92,6 +93,8 @@ def main(argv=None):
     cfg = merge_args(load_config(args.config), args)
     out_dir(cfg.work_dir, '--work-dir')
     preflight(cfg, mode='train')
+    if args.resume not in (None, 'auto'):
+        check_resume(cfg, args.resume)
     runner = build_runner(cfg)
     runner.train()
     close_dist()

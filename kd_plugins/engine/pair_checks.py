@@ -23,7 +23,7 @@ from mmengine.config import Config, ConfigDict
 from ..errors import PreflightError
 from ..utils.checkpoint import state_dict_diff
 from ..utils.config import innermost_dataset, iter_nodes
-from ..utils.teacher import teacher_entries, zoo_model
+from ..utils.teacher import teacher_entries, teacher_state_dict, zoo_model
 
 
 def _plain(obj):
@@ -108,16 +108,10 @@ def check_recorders(distiller: dict, side: str, net: torch.nn.Module,
             f'{side}\'s modules (print(model) lists them all).')
 
 
-def _state_dict(ckpt) -> dict:
-    sd = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
-    return {k[7:] if k.startswith('module.') else k: v
-            for k, v in sd.items() if torch.is_tensor(v)}
-
-
 def check_teacher_weights(where: str, ckpt_path: str, teacher: torch.nn.Module,
                           ckpt: dict) -> None:
     """The checkpoint's tensors must fit the teacher exactly."""
-    have = _state_dict(ckpt)
+    have, promoted = teacher_state_dict(ckpt)
     want = teacher.state_dict()
     missing, unexpected, shapes = state_dict_diff(have, want)
     shapes = [f'{k}: checkpoint {tuple(have[k].shape)} vs model '
@@ -141,7 +135,12 @@ def check_teacher_weights(where: str, ckpt_path: str, teacher: torch.nn.Module,
         f'architecture {where}:\n  ' + '\n  '.join(parts) + '\n  Fix: set '
         f'{where} to the model the checkpoint was trained with (same '
         'backbone, depth, widths and num_classes), or pass the checkpoint '
-        'of this architecture.')
+        'of this architecture.' + (
+            ' (It is a distillation checkpoint: its student, '
+            'model.architecture of that run, was compared; a teacher '
+            'network needs its own checkpoint or that run\'s student_*.pth '
+            'with the student\'s architecture as model.teacher.)'
+            if promoted else ''))
 
 
 def _dataset_classes(cfg: Config):
@@ -203,6 +202,45 @@ def _registered(type_name):
     return None
 
 
+def _model_registries():
+    """Where a type inside ``model`` may be registered: models, recorders
+    and other task utilities, batch augments, weight initialisers."""
+    from mmpretrain import registry as pt
+    from mmrazor import registry as rz
+    return (rz.MODELS, pt.MODELS, rz.TASK_UTILS, pt.TASK_UTILS,
+            pt.BATCH_AUGMENTS, rz.WEIGHT_INITIALIZERS)
+
+
+def _is_registered(type_name: str) -> bool:
+    # mmrazor's recorder manager builds ``<type>Recorder`` (ModuleOutputs)
+    for name in (type_name, type_name + 'Recorder'):
+        for reg in _model_registries():
+            try:
+                if reg.get(name) is not None:
+                    return True
+            except Exception:  # noqa: BLE001 - an unknown scope prefix
+                pass
+    return False
+
+
+def check_types(model: dict) -> None:
+    """Every ``type`` in the model config is registered somewhere a model
+    part can come from; a typo gets the closest registered names."""
+    for path, sub in _typed_dicts(_plain(model), 'model'):
+        name = sub['type']
+        if not isinstance(name, str) or _is_registered(name):
+            continue
+        short = name.split('.')[-1]
+        known = sorted({k for reg in _model_registries()
+                        for k in reg.module_dict})
+        raise PreflightError(
+            f'{path}.type={name!r} is not a registered type (no model, '
+            f'loss, connector, recorder or head of that name in mmrazor, '
+            f'mmpretrain or kd_plugins). Closest: {_suggest(short, known)}.'
+            f'\n  Fix: correct {path}.type in the config (or import the '
+            'module that registers it with custom_imports).')
+
+
 def _typed_dicts(obj, path: str):
     for here, node in iter_nodes(obj, path):
         if isinstance(node, dict) and 'type' in node:
@@ -238,6 +276,7 @@ def check_pairs(cfg: Config) -> None:
     model = cfg.get('model')
     if not isinstance(model, dict):
         return
+    check_types(model)
     check_options(model)
     arch = model.get('architecture')
     teachers = list(_pairs(model))

@@ -120,6 +120,62 @@ def check_method_files(cfg: Config) -> None:
                     + ' '.join(f'{w}=PATH' for w in keys))
 
 
+def _optimizers(ckpt: dict):
+    """The optimizer names a checkpoint holds: None for one optimizer,
+    a sorted list for an OptimWrapperDict (ATSC, IE-DML)."""
+    opt = ckpt.get('optimizer')
+    if not isinstance(opt, dict) or 'param_groups' in opt:
+        return None
+    return sorted(opt)
+
+
+def _model_type(cfg_text) -> str | None:
+    import re
+    if not isinstance(cfg_text, str):
+        return None
+    found = re.search(r"^model = dict\((.*?)^\S", cfg_text + '\nEND',
+                      re.S | re.M)
+    body = found.group(1) if found else ''
+    # the distiller's own type: the first type= at the dict's top indent
+    top = re.findall(r"^    type='([\w.]+)'", body, re.M)
+    return top[0].split('.')[-1] if top else None
+
+
+def check_resume(cfg: Config, path: str) -> None:
+    """A ``--resume`` checkpoint must come from a run of this method: the
+    same distiller type and the same optimizers (one, or ATSC's / IE-DML's
+    named ones). Otherwise mmengine ends in ``KeyError: 'param_groups'``
+    or loads a state into the wrong parts."""
+    from ..utils.checkpoint import load_local_checkpoint
+    ckpt = load_local_checkpoint(path, map_location='cpu', role='resume')
+    if not isinstance(ckpt, dict):
+        return
+    meta = ckpt.get('meta') or {}
+    have_type = _model_type(meta.get('cfg'))
+    model = cfg.get('model') or {}
+    want_type = str(model.get('type', '')).split('.')[-1] or None
+    have_opt = _optimizers(ckpt)
+    multi = (cfg.get('optim_wrapper') or {}).get(
+        'constructor') == 'KDMultiOptimWrapperConstructor'
+    type_differs = have_type and want_type and have_type != want_type
+    opt_differs = 'optimizer' in ckpt and (have_opt is not None) != multi
+    if not (type_differs or opt_differs):
+        return
+
+    def opts(names):
+        return 'one optimizer' if names is None else \
+            f'the optimizers {names}'
+    want_opt = 'several named optimizers' if multi else 'one optimizer'
+    raise PreflightError(
+        f'--resume {path!r} holds a run of '
+        f'{have_type or "another method"} with '
+        f'{opts(have_opt)}, but this config trains {want_type} with '
+        f'{want_opt}: it was written by another method or config.\n  Fix: '
+        'resume from a checkpoint of this config\'s run (--resume alone '
+        'picks the latest one in --work-dir), or start a new run that only '
+        'loads weights: --cfg-options load_from=PATH.')
+
+
 def preflight(cfg: Config, mode: str = 'train') -> None:
     """Run every check for ``mode`` ('train' or 'test')."""
     if mode == 'train':

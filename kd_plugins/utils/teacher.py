@@ -36,13 +36,67 @@ def zoo_model(name: str) -> nn.Module:
         ) from err
 
 
+STUDENT_PREFIX = 'architecture.'  # a distiller checkpoint's student
+
+
+def teacher_state_dict(ckpt) -> Tuple[dict, bool]:
+    """The tensors a teacher loads from a loaded checkpoint: ``module.``
+    prefixes stripped; from a distillation run's checkpoint (a student
+    promoted to teacher, as in born-again or teacher-assistant chains) its
+    student (``architecture.*``). Returns (state dict, from a distiller)."""
+    import torch
+    sd = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
+    sd = {k[7:] if k.startswith('module.') else k: v
+          for k, v in sd.items() if torch.is_tensor(v)}
+    student = {k[len(STUDENT_PREFIX):]: v for k, v in sd.items()
+               if k.startswith(STUDENT_PREFIX)}
+    if student and any(k.startswith(('teacher.', 'teachers.', 'peer.'))
+                       for k in sd):
+        return student, True
+    return sd, False
+
+
 def load_teacher_weights(teacher: nn.Module, ckpt: str) -> None:
-    """Load ``ckpt`` into ``teacher`` (``module.`` prefixes stripped) and
-    mark it initialised, so that ``init_weights`` does not overwrite it."""
-    from mmengine.runner import load_checkpoint
-    load_checkpoint(teacher, ckpt, map_location='cpu',
-                    revise_keys=REVISE_KEYS)
+    """Load ``ckpt`` into ``teacher`` (:func:`teacher_state_dict`: also a
+    distillation run's student) and mark it initialised, so that
+    ``init_weights`` does not overwrite it. Local files are read with
+    ``weights_only=True``; a URL goes through mmengine (its cache first)."""
+    if '://' not in str(ckpt):
+        from mmengine.logging import print_log
+
+        from .checkpoint import load_local_checkpoint
+        sd, promoted = teacher_state_dict(
+            load_local_checkpoint(ckpt, map_location='cpu', role='teacher'))
+        if promoted:
+            print_log(f'kd_plugins: {ckpt} is a distillation checkpoint; '
+                      'the teacher loads its student (architecture.*)',
+                      logger='current')
+        from mmengine.runner.checkpoint import load_state_dict
+        load_state_dict(teacher, sd, strict=False, logger='current')
+    else:
+        load_url_checkpoint(teacher, ckpt)
     teacher._is_init = True
+
+
+def load_url_checkpoint(teacher: nn.Module, url: str) -> None:
+    """mmengine's download (into torch's hub cache), with one clear line
+    when the node has no network and the file is not cached."""
+    import os.path as osp
+    import urllib.error
+
+    import torch
+    from mmengine.runner import load_checkpoint
+    cached = osp.join(torch.hub.get_dir(), 'checkpoints',
+                      osp.basename(url.split('?')[0]))
+    try:
+        load_checkpoint(teacher, url, map_location='cpu',
+                        revise_keys=REVISE_KEYS)
+    except (urllib.error.URLError, OSError, ConnectionError) as err:
+        raise ConfigError(
+            f'the teacher checkpoint {url} could not be downloaded ({err}); '
+            'this node seems to have no network.\n  Fix: copy the file to '
+            f'{cached} (mmengine reads it from there), or pass a local path: '
+            '--cfg-options model.teacher_ckpt=/path/to/teacher.pth') from err
 
 
 def freeze(teacher: nn.Module) -> nn.Module:
@@ -130,4 +184,5 @@ def first_teacher(model: dict) -> Optional[TeacherSpec]:
 
 __all__ = ['build_teacher', 'load_teacher_weights', 'freeze', 'zoo_model',
            'as_list', 'teachers_and_ckpts', 'teacher_entries',
-           'clear_teacher_ckpts', 'first_teacher', 'REVISE_KEYS']
+           'clear_teacher_ckpts', 'first_teacher', 'REVISE_KEYS',
+           'teacher_state_dict', 'load_url_checkpoint']

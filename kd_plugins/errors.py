@@ -32,6 +32,10 @@ class MissingFileError(KDPluginsError, FileNotFoundError):
     to load) does not exist; the message says how to make it."""
 
 
+class DiskFullError(KDPluginsError, OSError):
+    """A save that the disk (or the quota) could not hold."""
+
+
 class ConfigError(KDPluginsError, ValueError):
     """Parts of a config that do not fit together (channels, classes,
     statistics files, classifiers), found while the model is built or at

@@ -355,3 +355,53 @@ def test_resume_check_accepts_a_checkpoint_of_the_same_method(tmp_path):
     with pytest.raises(PreflightError, match='holds a run of ATSC with the '
                        r"optimizers \['main', 'teacher_bias'\]"):
         check_resume(kd, ckpt)
+
+
+def test_atomic_write_on_a_full_disk_keeps_the_old_file(tmp_path,
+                                                        monkeypatch):
+    """The writer: ENOSPC -> DiskFullError naming the file, the bytes and
+    the fix; the temporary file is removed, the old file untouched."""
+    import errno
+
+    import kd_plugins.utils.checkpoint as ckpt_io
+    from kd_plugins.errors import DiskFullError
+    target = tmp_path / 'epoch_1.pth'
+    ckpt_io.atomic_write(b'old', str(target))
+    real = ckpt_io.os.fdopen
+
+    def full(fd, *a, **k):
+        f = real(fd, *a, **k)
+
+        def write(data):
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        f.write = write
+        return f
+    monkeypatch.setattr(ckpt_io.os, 'fdopen', full)
+    with pytest.raises(DiskFullError, match=r'could not write .*epoch_1.pth'
+                       r': No space left on device \(0.0 MiB needed, '):
+        ckpt_io.atomic_write(b'x' * 1000, str(target))
+    assert target.read_bytes() == b'old'
+    assert [p.name for p in tmp_path.iterdir()] == ['epoch_1.pth']
+
+
+def test_full_disk_ends_the_run_with_one_line_and_loadable_checkpoints(
+        digits_teacher, tmp_path):
+    """The save of epoch 2 hits a full disk (simulated in the writer by
+    tests/enospc_helpers.py): one line with the file, the space and the
+    fix; epoch_1.pth stays loadable and last_checkpoint names it."""
+    from tests.conftest import SMALL_TRAIN
+    _, teacher, _ = digits_teacher
+    wd = tmp_path / 'wd'
+    cfg = _derived(tmp_path, KD, "custom_imports = dict(imports=["
+                   "'kd_plugins', 'tests.enospc_helpers'], "
+                   'allow_failed_imports=False)')
+    out = _fails([cfg, '--work-dir', str(wd), '--cfg-options',
+                  f'model.teacher_ckpt={teacher}', 'train_cfg.max_epochs=3',
+                  'train_cfg.val_interval=3', *SMALL_TRAIN],
+                 'could not write', 'epoch_2.pth', 'MiB needed',
+                 'previous checkpoints', '--work-dir on a larger disk')
+    assert 'No space left on device' in out
+    torch.load(wd / 'epoch_1.pth', weights_only=True)  # loadable
+    assert (wd / 'last_checkpoint').read_text().strip().endswith(
+        'epoch_1.pth')
+    assert not list(wd.glob('.*.tmp')) and not (wd / 'epoch_2.pth').exists()

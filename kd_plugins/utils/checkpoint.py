@@ -6,6 +6,7 @@ them.
 """
 from __future__ import annotations
 
+import errno
 import os
 
 import torch
@@ -28,10 +29,34 @@ def atomic_write(data, filepath: str, mode: str = 'wb',
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, filepath)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError) and err.errno in DISK_FULL:
+            raise _disk_full(filepath, folder, len(data), err) from err
         raise
+
+
+# no space left / quota exceeded
+DISK_FULL = {errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC)}
+
+
+def _disk_full(filepath: str, folder: str, needed: int, err: OSError):
+    """The one-line error of a save that the disk could not hold."""
+    import shutil
+
+    from ..errors import DiskFullError
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:  # pragma: no cover
+        free = None
+    left = f', {free / 2**20:.1f} MiB free' if free is not None else ''
+    return DiskFullError(
+        f'could not write {filepath}: {err.strerror} ({needed / 2**20:.1f} '
+        f'MiB needed{left}). The run stopped; the previous checkpoints in '
+        f'{folder} are intact (the partial file was removed).\n  Fix: free '
+        'space there (e.g. default_hooks.checkpoint.max_keep_ckpts=2) or '
+        'use --work-dir on a larger disk, then --resume.')
 
 
 def _plain(text: str) -> str:

@@ -4,6 +4,7 @@ Every case runs ``tools/train.py`` in a subprocess, as a user would, and
 checks the message (and that it is a clean message, not a traceback).
 README.md "Troubleshooting" lists the same errors.
 """
+import glob
 import os
 import os.path as osp
 import pickle
@@ -405,3 +406,39 @@ def test_full_disk_ends_the_run_with_one_line_and_loadable_checkpoints(
     assert (wd / 'last_checkpoint').read_text().strip().endswith(
         'epoch_1.pth')
     assert not list(wd.glob('.*.tmp')) and not (wd / 'epoch_2.pth').exists()
+
+
+def test_check_data_lists_corrupt_truncated_empty_and_misnamed_files(
+        tmp_path):
+    """tools/check_data.py: every bad sample of a file-based data set is
+    listed with its error (exit code 1); a clean set passes (0)."""
+    from kd_plugins.datasets.image_folder import write_digits_image_folder
+    root = write_digits_image_folder(str(tmp_path / 'digits'), split='test',
+                                     per_class=3)
+    cfg = _derived(tmp_path, KD, f"""
+train_dataloader = dict(dataset=dict(
+    _delete_=True, type='CustomDataset', data_root='{root}',
+    pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')]))
+""")
+    ok = run_tool(['tools/check_data.py', cfg, '--workers', '2'])
+    assert '30 samples' in ok.stdout and 'every sample decodes' in ok.stdout
+    files = sorted(glob.glob(osp.join(root, '*', '*.png')))
+    corrupt, truncated, empty = files[0], files[5], files[10]
+    with open(corrupt, 'wb') as f:
+        f.write(os.urandom(500))
+    data = open(truncated, 'rb').read()
+    with open(truncated, 'wb') as f:
+        f.write(data[:len(data) // 3])
+    open(empty, 'wb').close()
+    misnamed = osp.join(root, '3', 'notes.png')  # text with an image name
+    with open(misnamed, 'w') as f:
+        f.write('not an image\n')
+    proc = run_tool(['tools/check_data.py', cfg, '--workers', '2'],
+                    check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    bad = [line for line in proc.stdout.splitlines()
+           if line.startswith('BAD ')]
+    listed = {line.split()[1] for line in bad}
+    assert listed == {corrupt, truncated, empty, misnamed}, proc.stdout
+    assert '4 of 31 samples cannot be read' in proc.stdout
+    assert '[check_data] 31/31 samples' in proc.stdout  # progress

@@ -155,6 +155,18 @@ def demo_scratch(tmp_path_factory):
     return root, env, proc.stdout
 
 
+def load_tool(name: str):
+    """``tools/<name>.py`` as a module (registered in sys.modules, which
+    dataclasses need), for tests of a tool's functions."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        f'kd_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def assert_killed_after(work_dir: str, epoch: int) -> None:
     """A run killed mid-epoch ``epoch + 1`` left ``epoch_<epoch>.pth`` as the
     latest, complete checkpoint and nothing later."""

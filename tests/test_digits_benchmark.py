@@ -1,6 +1,7 @@
 """The Digits benchmark's statistics, verdicts, table and chart on synthetic
 numbers, and its row selection (tools/demo.py runs it end to end in
 tests/test_docs.py)."""
+import dataclasses
 import math
 
 import pytest
@@ -103,13 +104,8 @@ def test_reuse_only_a_finished_run_with_the_same_options(tmp_path):
     """``tools/demo.py --reuse``: a run is read from its log only when it
     finished (last_checkpoint names an existing file) and the config
     mmengine dumped has every option of the job."""
-    import importlib.util
-    import os.path as osp
-    spec = importlib.util.spec_from_file_location(
-        'demo', osp.join(osp.dirname(osp.dirname(__file__)), 'tools',
-                         'demo.py'))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    from tests.conftest import load_tool
+    demo = load_tool('demo')
     wd = tmp_path / 'run'
     wd.mkdir()
     (wd / 'kd_digits.py').write_text(
@@ -120,10 +116,11 @@ def test_reuse_only_a_finished_run_with_the_same_options(tmp_path):
         '11/27 08:48:48 - mmengine - INFO - start\n'
         '11/27 08:52:18 - mmengine - INFO - Epoch(val) [24][3/3]    '
         'accuracy/top1: 99.7222  data_time: 0.0105\n')
-    job = dict(config='configs/demo/kd_digits.py', work_dir=str(wd),
-               options=['optim_wrapper.optimizer.lr=0.2',
-                        'train_cfg.max_epochs=24', 'randomness.seed=1',
-                        'model.teacher_ckpts=[a.pth,b.pth]'])
+    job = demo.Job(tag='kd', config='configs/demo/kd_digits.py', row='kd',
+                   regime='full', work_dir=str(wd), lr=0.2, epochs=24,
+                   options=['optim_wrapper.optimizer.lr=0.2',
+                            'train_cfg.max_epochs=24', 'randomness.seed=1',
+                            'model.teacher_ckpts=[a.pth,b.pth]'])
     assert demo.finished_run(job) is None  # no last_checkpoint: unfinished
     (wd / 'last_checkpoint').write_text(str(wd / 'epoch_24.pth'))
     assert demo.finished_run(job) is None  # the checkpoint is missing
@@ -134,5 +131,5 @@ def test_reuse_only_a_finished_run_with_the_same_options(tmp_path):
     for other in ('optim_wrapper.optimizer.lr=0.4', 'randomness.seed=2',
                   'train_dataloader.dataset.num_per_class=15',
                   'model.teacher_ckpts=[a.pth]'):
-        assert demo.finished_run(dict(job, options=job['options'][:1] + [
-            other])) is None, other
+        assert demo.finished_run(dataclasses.replace(
+            job, options=job.options[:1] + [other])) is None, other

@@ -184,13 +184,8 @@ def test_demo_report_holds_its_runs_numbers_and_reuses_them(demo_scratch):
 
 def test_demo_without_tuned_choices_says_it_uses_defaults(tmp_path):
     """No committed choices to read: the demo says so and uses lr 0.2."""
-    import importlib.util
-    import sys
-    spec = importlib.util.spec_from_file_location(
-        'demo', osp.join(ROOT, 'tools', 'demo.py'))
-    demo = importlib.util.module_from_spec(spec)
-    sys.modules['demo'] = demo  # dataclasses look their module up there
-    spec.loader.exec_module(demo)
+    from tests.conftest import load_tool
+    demo = load_tool('demo')
     args = demo.parse_args(['--choices', str(tmp_path / 'none.json')])
     choices, source = demo.load_choices(args)
     assert choices == {} and source.startswith('defaults (lr 0.2')
@@ -270,11 +265,8 @@ def test_gpu_check_dry_run_exercises_its_plumbing(tmp_path):
 def test_collect_wheels_lists_what_setup_requires_and_downloads(tmp_path):
     """The offline-node wheel list is setup.py's (minus what the node has)
     plus the transitive extras; one real download proves the plumbing."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'collect_wheels', osp.join(ROOT, 'tools', 'collect_wheels.py'))
-    cw = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cw)
+    from tests.conftest import load_tool
+    cw = load_tool('collect_wheels')
     reqs = cw.requirements()
     names = {cw._name(r) for r in reqs}
     for r in cw.install_requires():

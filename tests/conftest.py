@@ -130,6 +130,18 @@ def digits_teacher(tmp_path_factory):
     return wd, ckpt, proc.stdout + proc.stderr
 
 
+def raw_batch(n: int = 4, seed: int = 0, classes: int = 10) -> dict:
+    """What the data loader gives: n stacked uint8 CPU images 3x32x32 and
+    their labels (i % classes)."""
+    import torch
+    from mmpretrain.structures import DataSample
+    g = torch.Generator().manual_seed(seed)
+    return dict(inputs=torch.randint(0, 256, (n, 3, 32, 32), generator=g,
+                                     dtype=torch.uint8),
+                data_samples=[DataSample().set_gt_label(i % classes)
+                              for i in range(n)])
+
+
 DEMO_ARGS = ['--epochs', '2', '--only', 'kd', 'aekt', '--seeds', '2']
 
 

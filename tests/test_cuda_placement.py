@@ -18,13 +18,12 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
-from mmpretrain.structures import DataSample
 from mmrazor.registry import MODELS
 from torch._subclasses.fake_tensor import (FakeTensorDeviceMismatchError,
                                            FakeTensorMode)
 
 from kd_plugins.utils.teacher import clear_teacher_ckpts
-from tests.conftest import ROOT
+from tests.conftest import ROOT, raw_batch
 
 # method: its Digits config
 METHODS = {
@@ -73,14 +72,9 @@ def _build_on_cpu(name, tmp_path):
 
 
 def _raw_batch(n=4):
-    """What the data loader gives: uint8 CPU images (already stacked:
-    mmengine's stack_batch computes its padding from tensor values, which a
-    fake tensor does not have), CPU labels."""
-    g = torch.Generator().manual_seed(0)
-    return dict(inputs=torch.randint(0, 255, (n, 3, 32, 32), generator=g,
-                                     dtype=torch.uint8),
-                data_samples=[DataSample().set_gt_label(i % 10)
-                              for i in range(n)])
+    """The loader's batch, already stacked: mmengine's stack_batch computes
+    its padding from tensor values, which a fake tensor does not have."""
+    return raw_batch(n)
 
 
 def _on_fake_cuda(model, step):

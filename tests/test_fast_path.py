@@ -10,7 +10,7 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmrazor.registry import MODELS
 
-from tests.conftest import ROOT, run_tool
+from tests.conftest import ROOT, raw_batch, run_tool
 
 KD = osp.join(ROOT, 'configs/demo/kd_digits.py')
 
@@ -24,12 +24,7 @@ def _model(**kw):
 
 
 def _batch(n=8):
-    from mmpretrain.structures import DataSample
-    g = torch.Generator().manual_seed(1)
-    return dict(inputs=torch.randint(0, 256, (n, 3, 32, 32), generator=g,
-                                     dtype=torch.uint8),
-                data_samples=[DataSample().set_gt_label(i % 10)
-                              for i in range(n)])
+    return raw_batch(n, seed=1)
 
 
 def _losses(model, data):

@@ -126,7 +126,6 @@ class ATSC(BaseAlgorithm):
             build_teacher(t, c, trainable=True)
             for t, c in zip(teachers, teacher_ckpts))
         self.connectors = nn.ModuleList(MODELS.build(p) for p in projectors)
-        self._teacher_hw: Dict[int, tuple] = {}  # last size written per k
         self.mse_weight, self.anchor_weight = mse_weight, anchor_weight
         self.ce_weight, self.kd_weight, self.kd_tau = (ce_weight, kd_weight,
                                                        kd_tau)
@@ -211,9 +210,9 @@ class ATSC(BaseAlgorithm):
         to pool larger student maps); written only when it changes, so the
         hot path does no host-to-device copy."""
         hw = tuple(f_t.shape[2:])
-        if self._teacher_hw.get(k) != hw:
-            self.connectors[k].proj.set_target(hw)
-            self._teacher_hw[k] = hw
+        proj = self.connectors[k].proj
+        if proj.target != hw:
+            proj.set_target(hw)
 
     def anchor_loss(self) -> torch.Tensor:
         """sum_k sum_{p in A_k} ||theta_p - theta0_p||^2 (not normalised)."""

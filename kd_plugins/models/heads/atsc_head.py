@@ -53,6 +53,11 @@ class SimKDProjector(nn.Module):
         self.register_buffer('target_hw', torch.zeros(2, dtype=torch.long))
         self._target = (0, 0)
 
+    @property
+    def target(self) -> tuple:
+        """The teacher map size in use, (0, 0) for none (plain ints)."""
+        return self._target
+
     def set_target(self, hw: Sequence[int]) -> None:
         """Record the teacher map size (buffer and its int copy)."""
         self._target = tuple(int(v) for v in hw)

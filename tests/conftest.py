@@ -109,6 +109,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.e2e)
 
 
+@pytest.fixture(autouse=True)
+def _seeded_rngs():
+    """Every test starts from the same python / numpy / torch RNG state,
+    whichever tests ran before it (or were deselected): a test that draws
+    random weights or inputs gets the same ones in CI as on a laptop."""
+    import random
+
+    import numpy as np
+    import torch
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
 @pytest.fixture(scope='session')
 def root():
     return ROOT

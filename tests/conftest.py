@@ -14,6 +14,7 @@ import kd_plugins  # noqa: E402,F401
 # the first log line of epoch 3: the run has saved epoch_2.pth and is in the
 # middle of epoch 3 (Digits: 23 iterations per epoch, logged every 10)
 MID_EPOCH_3 = r'Epoch\(train\)\s+\[3\]\[\s*\d+/'
+MID_EPOCH_2 = r'Epoch\(train\)\s+\[2\]\[\s*\d+/'
 # The kill / resume / export tests train 3 short epochs: 40 images per class
 # (400: 7 iterations of 64), logged every 2 iterations so that epoch 3 has
 # a line to be killed at. What they check (bit-equal resume, export equal to
@@ -22,16 +23,19 @@ SMALL_TRAIN = ['train_dataloader.dataset.num_per_class=40',
                'default_hooks.logger.interval=2']
 
 
-def _run_and_kill(cmd, cwd, env, timeout, kill_at):
+def _run_and_kill(cmd, cwd, env, timeout, kill_at, sig=None):
     """Run ``cmd``; SIGKILL it when a line of its output matches ``kill_at``.
 
     Returns a CompletedProcess (returncode -9 when it was killed). A run that
     outlives ``timeout`` seconds (printing or not) is killed by a watchdog
     and raises ``TimeoutError``, so it never passes for the intended kill.
+    With ``sig`` (e.g. SIGTERM) that signal is sent instead, and the run is
+    left to end by itself (its whole output is returned).
     """
     import re
     import signal
     import threading
+    sig = signal.SIGKILL if sig is None else sig
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     timed_out = threading.Event()
@@ -46,9 +50,11 @@ def _run_and_kill(cmd, cwd, env, timeout, kill_at):
     try:
         for line in proc.stdout:
             lines.append(line)
-            if re.search(kill_at, line):
-                os.kill(proc.pid, signal.SIGKILL)  # a real kill: no clean-up
-                break
+            if kill_at is not None and re.search(kill_at, line):
+                os.kill(proc.pid, sig)  # SIGKILL: a real kill, no clean-up
+                if sig == signal.SIGKILL:
+                    break
+                kill_at = None  # read on until it exits
     finally:
         timer.cancel()
         proc.stdout.close()
@@ -62,14 +68,27 @@ def _run_and_kill(cmd, cwd, env, timeout, kill_at):
 
 
 def run_tool(args, cwd=ROOT, timeout=900, check=True, env=None,
-             kill_at=None):
+             kill_at=None, term_at=None):
     """Run ``python <args>`` in the repo root; return the CompletedProcess.
 
     With ``kill_at`` (a regex), the process is killed with SIGKILL as soon as
     a line of its output matches; it must have been killed (returncode -9).
+    With ``term_at``, it gets SIGTERM there instead (a preemption) and must
+    stop by itself with a checkpoint (returncode 143, kd_plugins'
+    preempted exit).
     """
     full_env = dict(os.environ, PYTHONUNBUFFERED='1')
     full_env.update(env or {})
+    if term_at is not None:
+        import signal
+        proc = _run_and_kill([sys.executable, *args], cwd, full_env, timeout,
+                             term_at, sig=signal.SIGTERM)
+        if proc.returncode != 143 or 'stopped by SIGTERM' not in proc.stdout:
+            raise AssertionError(
+                f'{" ".join(args)} was to stop on SIGTERM at {term_at!r} '
+                f'(exit 143) but exited {proc.returncode}\n'
+                f'{proc.stdout[-6000:]}')
+        return proc
     if kill_at is not None:
         proc = _run_and_kill([sys.executable, *args], cwd, full_env, timeout,
                              kill_at)
@@ -192,6 +211,26 @@ def load_tool(name: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def assert_preempted(work_dir: str, epoch: int) -> int:
+    """A run stopped by SIGTERM in epoch ``epoch`` left
+    ``preempt_iter_N.pth`` (and its student copy, for a distiller that
+    trains its student), which ``last_checkpoint`` names, written after
+    ``epoch_<epoch - 1>.pth`` and before the epoch's end. Returns N."""
+    import glob
+    import re
+    found = glob.glob(osp.join(work_dir, 'preempt_iter_*.pth'))
+    assert len(found) == 1, found
+    n = int(re.findall(r'preempt_iter_(\d+)\.pth$', found[0])[0])
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        assert f.read().strip() == found[0]
+    assert not osp.exists(osp.join(work_dir, f'epoch_{epoch}.pth'))
+    if epoch > 1:
+        assert osp.isfile(osp.join(work_dir, f'epoch_{epoch - 1}.pth'))
+    if osp.isfile(osp.join(work_dir, 'student.py')):
+        assert osp.isfile(osp.join(work_dir, f'student_preempt_iter_{n}.pth'))
+    return n
 
 
 def assert_killed_after(work_dir: str, epoch: int) -> None:

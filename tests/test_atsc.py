@@ -13,8 +13,8 @@ from mmpretrain.registry import MODELS as PT_MODELS
 from mmpretrain.structures import DataSample
 from mmrazor.registry import MODELS
 
-from tests.conftest import (MID_EPOCH_3, ROOT, SMALL_TRAIN,
-                            assert_killed_after, run_tool, shipped_test_top1)
+from tests.conftest import (MID_EPOCH_3, ROOT, SMALL_TRAIN, assert_preempted,
+                            run_tool, shipped_test_top1)
 
 CFG = 'configs/demo/atsc_digits.py'
 CFG2 = 'configs/demo/atsc2_digits.py'
@@ -419,13 +419,14 @@ def test_clear_errors():
         build(projectors=[])
 
 
-def _run(wd, teachers, *extra, cfg=CFG, epochs=3, kill_at=None):
+def _run(wd, teachers, *extra, cfg=CFG, epochs=3, kill_at=None,
+         term_at=None):
     value = f'[{",".join(teachers)}]'
     return run_tool(['tools/train.py', cfg, '--work-dir', wd, *extra,
                      '--cfg-options', f'model.teacher_ckpts={value}',
                      f'train_cfg.max_epochs={epochs}',
                      f'train_cfg.val_interval={epochs}', *SMALL_TRAIN],
-                    kill_at=kill_at)
+                    kill_at=kill_at, term_at=term_at)
 
 
 def test_trains_resumes_keeps_theta0_and_exports(digits_teacher, tmp_path):
@@ -433,11 +434,11 @@ def test_trains_resumes_keeps_theta0_and_exports(digits_teacher, tmp_path):
     full = str(tmp_path / 'full')
     proc = _run(full, [teacher])
     assert 'teacher_ce' in proc.stdout + proc.stderr
-    # killed (SIGKILL) mid-epoch 3 and resumed: theta0, the adapted teacher
-    # and both optimizers come back exactly
+    # preempted (SIGTERM) mid-epoch 3 and resumed from that batch: theta0,
+    # the adapted teacher and both optimizers come back exactly
     part = str(tmp_path / 'part')
-    _run(part, [teacher], kill_at=MID_EPOCH_3)
-    assert_killed_after(part, epoch=2)
+    _run(part, [teacher], term_at=MID_EPOCH_3)
+    assert_preempted(part, epoch=3)
     _run(part, [teacher], '--resume')
     a = torch.load(osp.join(full, 'epoch_3.pth'), weights_only=True)
     b = torch.load(osp.join(part, 'epoch_3.pth'), weights_only=True)

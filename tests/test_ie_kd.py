@@ -9,7 +9,8 @@ from mmengine.config import Config
 from mmrazor.registry import MODELS
 
 from tests.conftest import (MID_EPOCH_3, ROOT, SMALL_TRAIN,
-                            assert_killed_after, run_tool, shipped_test_top1)
+                            assert_killed_after, assert_preempted, run_tool,
+                            shipped_test_top1)
 
 
 def n(x):
@@ -387,15 +388,15 @@ def test_dml_trains_resumes_and_exports_student_a(tmp_path):
             'train_cfg.val_interval=3', *SMALL_TRAIN]
     proc = run_tool(['tools/train.py', DML, '--work-dir', wd, *args])
     assert 'loss_exp_b' in proc.stdout + proc.stderr
-    # killed (SIGKILL) mid-epoch 3 and resumed: both peers and both
-    # optimizers come back exactly
+    # preempted (SIGTERM) mid-epoch 3 and resumed from that batch: both
+    # peers and both optimizers come back exactly
     part = str(tmp_path / 'part')
     run_tool(['tools/train.py', DML, '--work-dir', part, *args],
-             kill_at=MID_EPOCH_3)
-    assert_killed_after(part, epoch=2)
+             term_at=MID_EPOCH_3)
+    n = assert_preempted(part, epoch=3)
     proc = run_tool(['tools/train.py', DML, '--work-dir', part, '--resume',
                      *args])
-    assert 'resumed epoch: 2' in proc.stdout + proc.stderr
+    assert f'resumed epoch: 2, iter: {n}' in proc.stdout + proc.stderr
     a = torch.load(osp.join(wd, 'epoch_3.pth'), weights_only=True)
     b = torch.load(osp.join(part, 'epoch_3.pth'), weights_only=True)
     assert a['state_dict'].keys() == b['state_dict'].keys()

@@ -13,8 +13,8 @@ from mmpretrain.structures import DataSample
 from mmrazor.registry import MODELS
 
 from kd_plugins.algorithms.multi_teacher import confidence_weights, mean_probs
-from tests.conftest import (MID_EPOCH_3, ROOT, SMALL_TRAIN,
-                            assert_killed_after, run_tool)
+from tests.conftest import (MID_EPOCH_3, ROOT, SMALL_TRAIN, assert_preempted,
+                            run_tool)
 
 MT_KD = 'configs/demo/mt_kd_digits.py'
 MT_AEKT = 'configs/demo/mt_aekt_digits.py'
@@ -192,7 +192,8 @@ def test_preflight_names_the_teacher_that_does_not_fit(tmp_path):
         check_pairs(cfg)
 
 
-def test_trains_resumes_after_sigkill_and_exports(digits_teacher, tmp_path):
+def test_trains_resumes_after_preemption_and_exports(digits_teacher,
+                                                     tmp_path):
     _, teacher, _ = digits_teacher
     opts = ['--cfg-options', f'model.teacher_ckpts=[{teacher},{teacher}]',
             'model.combine=confidence', 'train_cfg.max_epochs=3',
@@ -200,8 +201,8 @@ def test_trains_resumes_after_sigkill_and_exports(digits_teacher, tmp_path):
     full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
     run_tool(['tools/train.py', MT_KD, '--work-dir', full, *opts])
     run_tool(['tools/train.py', MT_KD, '--work-dir', part, *opts],
-             kill_at=MID_EPOCH_3)
-    assert_killed_after(part, epoch=2)
+             term_at=MID_EPOCH_3)  # preempted: resumes from that batch
+    assert_preempted(part, epoch=3)
     run_tool(['tools/train.py', MT_KD, '--work-dir', part, '--resume',
               *opts])
     a = torch.load(osp.join(full, 'epoch_3.pth'), weights_only=True)

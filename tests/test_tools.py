@@ -1,5 +1,6 @@
 """End to end through tools/train.py and tools/test.py on Digits."""
 import json
+import os
 import os.path as osp
 import re
 
@@ -7,8 +8,8 @@ import mmpretrain
 import pytest
 import torch
 
-from tests.conftest import (MID_EPOCH_3, ROOT, SMALL_TRAIN,
-                            assert_killed_after, run_tool)
+from tests.conftest import (MID_EPOCH_2, MID_EPOCH_3, ROOT, SMALL_TRAIN,
+                            assert_killed_after, assert_preempted, run_tool)
 
 KD_CFG = 'configs/demo/kd_digits.py'
 
@@ -37,25 +38,43 @@ def test_teacher_trains_validates_and_tests(digits_teacher, tmp_path):
     assert test_top1 > 80.0  # 8 epochs on Digits; chance is 10 %
 
 
-def _kd_run(work_dir, teacher_ckpt, *extra, kill_at=None):
+def _kd_run(work_dir, teacher_ckpt, *extra, kill_at=None, term_at=None,
+            options=()):
     return run_tool([
         'tools/train.py', KD_CFG, '--work-dir', work_dir, *extra,
         '--cfg-options', f'model.teacher_ckpt={teacher_ckpt}',
-        'train_cfg.max_epochs=3', 'train_cfg.val_interval=3', *SMALL_TRAIN],
-        kill_at=kill_at)
+        'train_cfg.max_epochs=3', 'train_cfg.val_interval=3', *SMALL_TRAIN,
+        *options], kill_at=kill_at, term_at=term_at)
+
+
+# stochastic depth: the training step itself draws random numbers, so a
+# resume that did not restore the RNG states would train other weights
+DROP_PATH = ['model.architecture.backbone.drop_path_rate=0.3']
 
 
 def test_kd_student_resume_matches_uninterrupted_run(digits_teacher,
                                                      tmp_path):
     _, teacher_ckpt, _ = digits_teacher
     full = str(tmp_path / 'full')
-    proc = _kd_run(full, teacher_ckpt)
+    proc = _kd_run(full, teacher_ckpt, options=DROP_PATH)
     assert 'distill.loss_kd' in proc.stdout + proc.stderr
-    # a run killed (SIGKILL) in the middle of epoch 3, then resumed
+    # preempted (SIGTERM) in the middle of epoch 2: it finishes the
+    # iteration, saves preempt_iter_N.pth and exits 143
     part = str(tmp_path / 'part')
-    _kd_run(part, teacher_ckpt, kill_at=MID_EPOCH_3)
+    proc = _kd_run(part, teacher_ckpt, term_at=MID_EPOCH_2,
+                   options=DROP_PATH)
+    n = assert_preempted(part, epoch=2)
+    assert f'checkpoint {part}/preempt_iter_{n}.pth' in proc.stdout
+    # restarted with --auto-resume: on from batch n - 7 + 1 of epoch 2; then
+    # killed (SIGKILL) in the middle of epoch 3
+    proc = _kd_run(part, teacher_ckpt, '--auto-resume', kill_at=MID_EPOCH_3,
+                   options=DROP_PATH)
+    assert f'resuming epoch 2 at batch {n - 7 + 1} of 7' in proc.stdout
     assert_killed_after(part, epoch=2)
-    proc = _kd_run(part, teacher_ckpt, '--resume', 'auto')
+    # the preemption checkpoint went once epoch_2.pth superseded it
+    assert not [f for f in os.listdir(part) if 'preempt' in f]
+    proc = _kd_run(part, teacher_ckpt, '--resume', 'auto',
+                   options=DROP_PATH)
     log = proc.stdout + proc.stderr
     assert 'resumed epoch: 2' in log
     a = _state_dict(osp.join(full, 'epoch_3.pth'))

@@ -23,7 +23,11 @@ def run_main(main, argv=None):
     try:
         return main(argv)
     except KDPluginsError as err:
-        raise SystemExit(f'kd_plugins: {err}')
+        code = getattr(err, 'exit_code', None)  # e.g. a preempted run: 143
+        if code is None:
+            raise SystemExit(f'kd_plugins: {err}')
+        print(f'kd_plugins: {err}', file=sys.stderr, flush=True)
+        raise SystemExit(code)
 
 
 def need_file(path: str, what: str, fix: str) -> str:

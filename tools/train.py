@@ -2,17 +2,21 @@
 
     python tools/train.py configs/demo/kd_digits.py
     python tools/train.py CONFIG --resume            # auto: latest in work_dir
+    python tools/train.py CONFIG --auto-resume       # resume if there is one
     python tools/train.py CONFIG --amp bf16 \
         --cfg-options model.teacher_ckpt=T.pth
 """
 from __future__ import annotations
 
 import argparse
+import os
 
 from _common import (Config, add_common_args, build_runner, close_dist,
                      default_dataloader_cfgs, load_config, need_file, out_dir,
                      run_main, set_local_rank, set_work_dir)
 from kd_plugins.engine import preflight
+from kd_plugins.engine.preemption import (PreemptionHook, TrainingPreempted,
+                                          resumable_train_cfg)
 from kd_plugins.engine.preflight import check_resume
 from kd_plugins.errors import PreflightError
 
@@ -24,6 +28,11 @@ def parse_args(argv=None):
         '--resume', nargs='?', type=str, const='auto',
         help='resume from this checkpoint, or without a value (or "auto") '
         'from the latest checkpoint in the work directory')
+    parser.add_argument(
+        '--auto-resume', action='store_true',
+        help='resume from the newest checkpoint of the work directory when '
+        'there is one, else start (for jobs that are requeued; a restarted '
+        'slurm job, SLURM_RESTART_COUNT > 0, does it without the flag)')
     parser.add_argument(
         '--amp', nargs='?', const='fp16', choices=['fp16', 'bf16'],
         help='automatic mixed precision (default fp16; bf16 recommended on '
@@ -37,6 +46,13 @@ def parse_args(argv=None):
     add_common_args(parser)
     args = parser.parse_args(argv)
     set_local_rank(args)
+    restarts = int(os.environ.get('SLURM_RESTART_COUNT', '0') or 0)
+    if args.resume is None and (args.auto_resume or restarts > 0):
+        args.resume = 'auto'
+        if restarts:
+            print(f'kd_plugins: slurm restart {restarts} of job '
+                  f'{os.environ.get("SLURM_JOB_ID")}: resuming from the '
+                  'newest checkpoint of the work dir', flush=True)
     return args
 
 
@@ -72,6 +88,13 @@ def merge_args(cfg: Config, args) -> Config:
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
     default_dataloader_cfgs(cfg)
+    # stop on SIGTERM / SIGUSR1 with a checkpoint; resume mid-epoch exactly
+    cfg.train_cfg = resumable_train_cfg(cfg.train_cfg)
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if not any(h.get('type') in ('PreemptionHook', PreemptionHook)
+               for h in hooks):
+        hooks.append(dict(type='PreemptionHook'))
+    cfg.custom_hooks = hooks
     for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         if cfg.get(field, None) is None:
             continue
@@ -96,7 +119,11 @@ def main(argv=None):
     if args.resume not in (None, 'auto'):
         check_resume(cfg, args.resume)
     runner = build_runner(cfg)
-    runner.train()
+    try:
+        runner.train()
+    except TrainingPreempted:
+        close_dist()  # every rank stopped at the same iteration
+        raise
     close_dist()
 
 

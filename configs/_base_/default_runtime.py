@@ -25,6 +25,10 @@ custom_hooks = [
     # distillers: student_X.pth (plain mmpretrain student) beside every
     # checkpoint X.pth, and student.py once, in the work dir
     dict(type='StudentCheckpointHook'),
+    # SIGTERM / SIGUSR1 (slurm preemption, --signal, torchrun's SIGTERM):
+    # finish the iteration, save preempt_iter_N.pth, exit; --resume goes on
+    # from that batch (tools/train.py uses the resumable loops)
+    dict(type='PreemptionHook'),
 ]
 
 env_cfg = dict(

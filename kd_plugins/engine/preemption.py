@@ -1,0 +1,414 @@
+"""Preemption-safe training: stop on SIGTERM / SIGUSR1 with a checkpoint at
+the current iteration, and resume from it mid-epoch, bit for bit.
+
+A cluster ends a job with a signal some seconds before it kills it (slurm:
+SIGTERM on preemption, ``scancel`` or ``scontrol requeue``; SIGUSR1 when the
+job asked for ``--signal=USR1@120``; torchrun forwards its own SIGTERM to every
+rank). :class:`PreemptionHook` catches it, lets every rank finish its
+iteration, agrees across ranks on the iteration to stop at, writes
+``preempt_iter_N.pth`` (atomic; ``last_checkpoint`` names it; the student
+copy beside it) and ends the run with :class:`TrainingPreempted`.
+
+``--resume`` then continues from that checkpoint: the resumable loops
+(:class:`ResumableEpochBasedTrainLoop`, :class:`ResumableIterBasedTrainLoop`)
+replay the batches of the interrupted epoch that were already trained (they
+load them, so that the data pipeline's random draws and the sampler order are
+the same) and then restore the python / numpy / torch RNG states saved with
+the checkpoint, one per rank. The weights at the end equal an uninterrupted
+run's. Validation runs with the RNG states saved and restored around it, so
+it never shifts the training's random stream.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import random
+import signal
+import subprocess
+import threading
+
+import numpy as np
+import torch
+from mmengine.dist import (all_gather_object, all_reduce, barrier, get_rank,
+                           get_world_size, is_main_process)
+from mmengine.hooks import Hook
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+from mmpretrain.registry import HOOKS, LOOPS
+
+from ..errors import ConfigError, KDPluginsError
+
+RNG_KEY = 'kd_rng'  # checkpoint['meta'][RNG_KEY]: one state per rank
+PREFIX = 'preempt_iter_'
+
+
+class TrainingPreempted(KDPluginsError):
+    """The run stopped on a signal after writing a checkpoint to resume.
+
+    ``exit_code`` is 128 + the signal number, as a shell reports a process
+    ended by that signal (143 for SIGTERM, 138 for SIGUSR1).
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+# -- RNG states that load with weights_only=True (tensors, ints, floats) ----
+def get_rng_state() -> dict:
+    """The python, numpy and torch (CPU and CUDA) RNG states of this
+    process, as tensors and numbers (no numpy objects in the checkpoint)."""
+    version, py_state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = dict(
+        python=dict(version=version, state=torch.tensor(py_state,
+                                                        dtype=torch.int64),
+                    gauss=gauss),
+        numpy=dict(kind=kind, keys=torch.from_numpy(keys.astype(np.int64)),
+                   pos=int(pos), has_gauss=int(has_gauss),
+                   cached=float(cached)),
+        torch=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    py = state['python']
+    random.setstate((py['version'], tuple(py['state'].tolist()),
+                     py['gauss']))
+    n = state['numpy']
+    np.random.set_state((n['kind'], n['keys'].numpy().astype(np.uint32),
+                         n['pos'], n['has_gauss'], n['cached']))
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def _own_rng_state(states, runner) -> dict | None:
+    """This rank's entry of a checkpoint's per-rank RNG states."""
+    if not states:
+        return None
+    if len(states) != get_world_size():
+        runner.logger.warning(
+            f'kd_plugins: the checkpoint holds the RNG states of '
+            f'{len(states)} processes and this run has {get_world_size()}; '
+            'the run continues, but its random draws (augmentations, '
+            'dropout) will not repeat the interrupted run\'s.')
+        return None
+    return states[get_rank()]
+
+
+class _ResumeMixin:
+    """What both resumable loops share: the RNG state to restore after the
+    replayed batches (set by PreemptionHook.after_load_checkpoint)."""
+
+    resume_rng: dict | None = None
+
+    def _restore_rng(self) -> None:
+        if self.resume_rng is not None:
+            set_rng_state(self.resume_rng)
+            self.resume_rng = None
+
+
+@LOOPS.register_module()
+class ResumableEpochBasedTrainLoop(_ResumeMixin, EpochBasedTrainLoop):
+    """mmengine's epoch loop that resumes mid-epoch.
+
+    A checkpoint written at iteration ``i`` of epoch ``e`` (0-based; ``i``
+    counted from the start of training) resumes at batch
+    ``k = i - e * len(dataloader)`` of epoch ``e``: batches ``0..k-1`` are
+    loaded and dropped (same sampler order, same augmentation draws), the
+    RNG states of the checkpoint are restored, and training goes on with
+    batch ``k``. A checkpoint written at an epoch end (``k = 0``) resumes as
+    mmengine's loop does. Arguments: those of ``EpochBasedTrainLoop``;
+    ``by_epoch`` (from a plain ``train_cfg``) is accepted and must be True.
+    """
+
+    def __init__(self, runner, dataloader, max_epochs: int,
+                 by_epoch: bool = True, **kwargs) -> None:
+        if not by_epoch:
+            raise ConfigError(
+                'ResumableEpochBasedTrainLoop got by_epoch=False.\n  Fix: '
+                "use train_cfg=dict(type='ResumableIterBasedTrainLoop', "
+                'max_iters=...) for an iteration-based schedule.')
+        super().__init__(runner, dataloader, max_epochs, **kwargs)
+
+    def run_epoch(self) -> None:
+        """One epoch, from the batch where a mid-epoch checkpoint stopped."""
+        self.runner.call_hook('before_train_epoch')
+        self.runner.model.train()
+        skip = self._iter - self._epoch * len(self.dataloader)
+        batches = iter(self.dataloader)
+        if skip > 0:
+            self.runner.logger.info(
+                f'kd_plugins: resuming epoch {self._epoch + 1} at batch '
+                f'{skip + 1} of {len(self.dataloader)}: replaying the {skip} '
+                'batches already trained (loaded, not trained, so that the '
+                'data order and augmentations are the same)')
+            for _ in range(skip):
+                next(batches)
+            self._restore_rng()
+        else:
+            self.resume_rng = None  # EpochSeedHook seeded this epoch
+        for idx, data_batch in enumerate(batches, start=max(skip, 0)):
+            self.run_iter(idx, data_batch)
+        self.runner.call_hook('after_train_epoch')
+        self._epoch += 1
+
+
+@LOOPS.register_module()
+class ResumableIterBasedTrainLoop(_ResumeMixin, IterBasedTrainLoop):
+    """mmengine's iteration loop, with the RNG states of the checkpoint
+    restored after it has advanced the data loader past the trained
+    iterations (mmengine's own loop advances it but leaves the RNGs as they
+    were at start-up). ``by_epoch`` is accepted and must be False."""
+
+    def __init__(self, runner, dataloader, max_iters: int,
+                 by_epoch: bool = False, **kwargs) -> None:
+        if by_epoch:
+            raise ConfigError(
+                'ResumableIterBasedTrainLoop got by_epoch=True.\n  Fix: use '
+                "train_cfg=dict(type='ResumableEpochBasedTrainLoop', "
+                'max_epochs=...) for an epoch-based schedule.')
+        super().__init__(runner, dataloader, max_iters, **kwargs)
+
+    def run(self):
+        """mmengine 0.10's ``IterBasedTrainLoop.run`` plus the RNG restore
+        after the data loader is advanced."""
+        self.runner.call_hook('before_train')
+        self.runner.call_hook('before_train_epoch')
+        if self._iter > 0:
+            self.runner.logger.info(
+                f'kd_plugins: resuming at iteration {self._iter + 1}: '
+                f'replaying the {self._iter} batches already trained '
+                '(loaded, not trained)')
+            for _ in range(self._iter):
+                next(self.dataloader_iterator)
+            self._restore_rng()
+        while self._iter < self._max_iters and not self.stop_training:
+            self.runner.model.train()
+            data_batch = next(self.dataloader_iterator)
+            self.run_iter(data_batch)
+            self._decide_current_val_interval()
+            if (self.runner.val_loop is not None
+                    and self._iter >= self.val_begin
+                    and (self._iter % self.val_interval == 0
+                         or self._iter == self._max_iters)):
+                self.runner.val_loop.run()
+        self.runner.call_hook('after_train_epoch')
+        self.runner.call_hook('after_train')
+        return self.runner.model
+
+
+def resumable_train_cfg(train_cfg: dict) -> dict:
+    """``train_cfg`` with mmengine's default loops replaced by the resumable
+    ones (a custom loop type is left as it is)."""
+    cfg = dict(train_cfg)
+    kind = cfg.get('type')
+    if kind is None:
+        by_epoch = cfg.pop('by_epoch', True)
+        cfg['type'] = ('ResumableEpochBasedTrainLoop' if by_epoch
+                       else 'ResumableIterBasedTrainLoop')
+    elif kind in ('EpochBasedTrainLoop', 'mmengine.EpochBasedTrainLoop'):
+        cfg['type'] = 'ResumableEpochBasedTrainLoop'
+    elif kind in ('IterBasedTrainLoop', 'mmengine.IterBasedTrainLoop'):
+        cfg['type'] = 'ResumableIterBasedTrainLoop'
+    return cfg
+
+
+@HOOKS.register_module()
+class PreemptionHook(Hook):
+    """Stop on a signal with a checkpoint at the current iteration.
+
+    - On each of ``signals`` (default SIGTERM and SIGUSR1) the handler only
+      records the signal; the iteration in progress finishes.
+    - After every iteration the ranks agree (one all-reduce of one number)
+      whether any of them got a signal, so all stop at the same iteration.
+    - They write ``preempt_iter_N.pth`` (N = iterations done) through the
+      runner (atomic; optimizer, schedulers, message hub and every rank's RNG
+      state), point ``last_checkpoint`` at it, write its student copy, and
+      end the run with :class:`TrainingPreempted`.
+    - Under slurm, on SIGUSR1 (the signal of ``--signal=USR1@SECONDS``) rank
+      0 then runs ``scontrol requeue $SLURM_JOB_ID`` (``requeue=True``): the
+      job comes back and its restart resumes. SIGTERM is not requeued by the
+      hook: slurm's preemption requeues a ``--requeue`` job itself, and
+      ``scancel`` means stop.
+    - A preemption checkpoint is deleted once a later regular checkpoint
+      supersedes it.
+
+    Every checkpoint (regular ones too) carries the RNG states of all ranks,
+    so an iteration-based run resumes bit for bit as well; validation is
+    RNG-neutral (states saved before it, restored after it).
+
+    Args:
+        signals: names of the signals that stop the run.
+        requeue: requeue the slurm job after a SIGUSR1 stop.
+    """
+
+    priority = 'LOWEST'  # after the scheduler step and the checkpoint hook
+
+    def __init__(self, signals=('SIGTERM', 'SIGUSR1'),
+                 requeue: bool = True) -> None:
+        self.signals = []
+        for name in signals:
+            if not hasattr(signal, name):
+                raise ConfigError(
+                    f'PreemptionHook: unknown signal {name!r}.\n  Fix: use '
+                    'signal names such as SIGTERM, SIGUSR1, SIGUSR2.')
+            self.signals.append(getattr(signal, name))
+        self.requeue = requeue
+        self._got = 0  # the signal number received (0: none)
+        self._old = {}
+        self._val_rng = None
+        self._saved = False  # a checkpoint was written since the last look
+
+    # -- signals --------------------------------------------------------
+    def _handler(self, signum, frame) -> None:
+        if not self._got:
+            self._got = signum
+            # no logging here: a handler can run inside the logger's lock
+            os.write(2, (f'kd_plugins: {signal.Signals(signum).name} received'
+                         f' (rank {get_rank()}); stopping after this '
+                         'iteration with a checkpoint\n').encode())
+
+    def before_train(self, runner) -> None:
+        self._got = 0
+        if threading.current_thread() is not threading.main_thread():
+            runner.logger.warning('kd_plugins: PreemptionHook runs outside '
+                                  'the main thread; signals are not caught.')
+            return
+        for s in self.signals:
+            self._old[s] = signal.signal(s, self._handler)
+
+    def after_train(self, runner) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
+
+    # -- RNG states in checkpoints, RNG-neutral validation -----------------
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        states = all_gather_object(get_rng_state())  # a collective: all ranks
+        checkpoint.setdefault('meta', {})[RNG_KEY] = states
+        self._saved = True
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        meta = checkpoint.get('meta', {})
+        loop = runner._train_loop  # not the property: it would build one
+        if not getattr(runner, '_resume', False) or not isinstance(
+                loop, (EpochBasedTrainLoop, IterBasedTrainLoop)):
+            return  # weights only (load_from, test), or a loop of its own
+        if isinstance(loop, EpochBasedTrainLoop):
+            done = meta.get('iter', 0) - meta.get('epoch', 0) * len(
+                loop.dataloader)
+            if done > 0 and not isinstance(loop, _ResumeMixin):
+                raise ConfigError(
+                    f'this checkpoint was written mid-epoch (epoch '
+                    f'{meta.get("epoch", 0) + 1}, after batch {done}) by a '
+                    'preempted run, and mmengine\'s EpochBasedTrainLoop '
+                    'would restart that epoch from its first batch.\n  Fix: '
+                    'resume with kd_plugins\' tools/train.py (it uses the '
+                    "resumable loops), or set train_cfg.type='Resumable"
+                    "EpochBasedTrainLoop' in the config.")
+        if isinstance(loop, _ResumeMixin):
+            loop.resume_rng = _own_rng_state(meta.get(RNG_KEY), runner)
+
+    def before_val(self, runner) -> None:
+        self._val_rng = get_rng_state()
+
+    def after_val(self, runner) -> None:
+        if self._val_rng is not None:
+            set_rng_state(self._val_rng)
+            self._val_rng = None
+
+    # -- the stop -------------------------------------------------------
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        flag = torch.tensor([float(self._got)])
+        if get_world_size() > 1:
+            all_reduce(flag, op='max')  # any rank signalled: all stop here
+        signum = int(flag.item())
+        if signum:
+            self._stop(runner, signum, batch_idx)
+        self._drop_superseded(runner)
+
+    def after_train_epoch(self, runner) -> None:
+        self._drop_superseded(runner)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._drop_superseded(runner)
+
+    def _drop_superseded(self, runner) -> None:
+        """Remove preemption checkpoints once ``last_checkpoint`` names a
+        later, regular one (their student copies follow)."""
+        if not self._saved:
+            return
+        self._saved = False
+        if not is_main_process() or not runner.work_dir:
+            return
+        last = osp.join(runner.work_dir, 'last_checkpoint')
+        if not osp.isfile(last):
+            return
+        with open(last) as f:
+            newest = osp.basename(f.read().strip())
+        if newest.startswith(PREFIX):
+            return
+        for name in os.listdir(runner.work_dir):
+            if name.startswith(PREFIX) or name.startswith(
+                    'student_' + PREFIX):
+                os.remove(osp.join(runner.work_dir, name))
+
+    def _stop(self, runner, signum: int, batch_idx: int) -> None:
+        from ..utils.checkpoint import atomic_write
+        from .hooks import StudentCheckpointHook
+        name = signal.Signals(signum).name
+        done = runner.iter + 1  # this iteration is finished
+        filename = f'{PREFIX}{done}.pth'
+        where = (f'iteration {done}' if not isinstance(
+            runner.train_loop, EpochBasedTrainLoop) else
+            f'iteration {done} (epoch {runner.epoch + 1}, batch '
+            f'{batch_idx + 1} of {len(runner.train_loop.dataloader)})')
+        runner.logger.info(f'kd_plugins: {name}: saving {filename} at '
+                           f'{where}')
+        old = [n for n in os.listdir(runner.work_dir)
+               if n.startswith(PREFIX)] if is_main_process() else []
+        runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
+        path = osp.join(runner.work_dir, filename)
+        if is_main_process():
+            atomic_write(path.encode(),
+                         osp.join(runner.work_dir, 'last_checkpoint'))
+            for n in old:  # an earlier preemption's checkpoint
+                if n != filename:
+                    os.remove(osp.join(runner.work_dir, n))
+        for hook in runner.hooks:
+            if isinstance(hook, StudentCheckpointHook):
+                hook._sync(runner)  # student_preempt_iter_N.pth
+        barrier()
+        requeued = ''
+        if (signum == getattr(signal, 'SIGUSR1', None) and self.requeue
+                and os.environ.get('SLURM_JOB_ID')):
+            requeued = self._requeue(runner)
+        raise TrainingPreempted(
+            f'training stopped by {name} after {where}; checkpoint '
+            f'{path} (last_checkpoint names it).{requeued}\n  Resume: run '
+            'the same tools/train.py command with --resume (or '
+            '--auto-resume): it continues from that batch, and the result '
+            'equals an uninterrupted run\'s.', signum)
+
+    @staticmethod
+    def _requeue(runner) -> str:
+        if not is_main_process():
+            return ' Rank 0 requeues the slurm job.'
+        job = os.environ['SLURM_JOB_ID']
+        try:
+            proc = subprocess.run(['scontrol', 'requeue', job],
+                                  capture_output=True, text=True,
+                                  timeout=60)
+        except (OSError, subprocess.SubprocessError) as err:
+            return f' Requeue of slurm job {job} failed: {err}.'
+        if proc.returncode:
+            return (f' Requeue of slurm job {job} failed: '
+                    f'{(proc.stderr or proc.stdout).strip()} (submit it with'
+                    ' sbatch --requeue).')
+        runner.logger.info(f'kd_plugins: requeued slurm job {job}')
+        return f' Slurm job {job} was requeued; its restart resumes.'

@@ -10,7 +10,9 @@ statistics.
 import glob
 import os
 import os.path as osp
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, SMALL_TRAIN, run_tool
+from tests.conftest import ROOT, SMALL_TRAIN, _run_and_kill, run_tool
 
 GLOBAL_BATCH = 32
 STEPS = 10  # 320 Digits images: 10 steps of 32 (2 x 16)
@@ -184,11 +186,36 @@ def test_ie_dml_two_processes_equal_one(tmp_path):
     # 32 and two of 16 grew to 1.1e-3 in 10 steps on a CI machine: a
     # machine-dependent result. The hinge's statistic and its gradient under
     # DDP are pinned exactly by test_factor_spread_is_a_global_batch_statistic.
+    #
+    # The 2-process run is preempted: SIGTERM to torchrun (which sends it on
+    # to both ranks) in the middle of the epoch. Every rank finishes the same
+    # iteration, preempt_iter_N.pth is written, and --resume goes on from
+    # there to the 1-process run's weights. Two optimizers (one per peer).
     cfg = _config(tmp_path, 'configs/demo/ie_dml_digits.py',
                   'model = dict(min_spread=0.0)', 'dml')
-    a, b, log = _one_and_two_processes(cfg, tmp_path)
-    _assert_replicas_checked(log, STEPS)
-    _assert_same(a, b)
+    one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+    run_tool(['tools/train.py', cfg, '--work-dir', one, '--cfg-options',
+              f'train_dataloader.batch_size={GLOBAL_BATCH}'],
+             env={'OMP_NUM_THREADS': '1'})
+    cmd = ['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir', two,
+           '--cfg-options', f'train_dataloader.batch_size={GLOBAL_BATCH // 2}',
+           'default_hooks.logger.interval=1']
+    proc = _run_and_kill(cmd, ROOT, _env(PORT=_free_port()), 900,
+                         r'Epoch\(train\)\s+\[1\]\[\s*3/10\]',
+                         sig=signal.SIGTERM)
+    out = proc.stdout
+    assert proc.returncode != 0, out[-4000:]
+    assert 'SIGTERM received (rank 0)' in out, out[-4000:]
+    assert 'SIGTERM received (rank 1)' in out, out[-4000:]
+    done = glob.glob(osp.join(two, 'preempt_iter_*.pth'))
+    assert len(done) == 1, done
+    assert 3 <= int(re.findall(r'_(\d+)\.pth$', done[0])[0]) < STEPS
+    log = _run(cmd + ['--resume'], _env(PORT=_free_port()))
+    assert 'kd_plugins: resuming epoch 1 at batch' in log
+    assert f'[ReplicaCheckHook] iteration {STEPS}: ' in log
+    a = torch.load(osp.join(one, 'epoch_1.pth'), weights_only=True)
+    b = torch.load(osp.join(two, 'epoch_1.pth'), weights_only=True)
+    _assert_same(a['state_dict'], b['state_dict'])
 
 
 def test_multi_update_method_without_its_wrapper_is_refused(digits_teacher,

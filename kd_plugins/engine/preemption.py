@@ -246,7 +246,9 @@ class PreemptionHook(Hook):
         requeue: requeue the slurm job after a SIGUSR1 stop.
     """
 
-    priority = 'LOWEST'  # after the scheduler step and the checkpoint hook
+    # after the scheduler step (LOW, registered first), before the checkpoint
+    # hooks (VERY_LOW, LOWEST): the RNG states of a due save are gathered
+    priority = 'LOW'
 
     def __init__(self, signals=('SIGTERM', 'SIGUSR1'),
                  requeue: bool = True) -> None:
@@ -262,6 +264,7 @@ class PreemptionHook(Hook):
         self._old = {}
         self._val_rng = None
         self._saved = False  # a checkpoint was written since the last look
+        self._pending_rng = None  # every rank's state, for the next save
 
     # -- signals --------------------------------------------------------
     def _handler(self, signum, frame) -> None:
@@ -288,9 +291,25 @@ class PreemptionHook(Hook):
 
     # -- RNG states in checkpoints, RNG-neutral validation -----------------
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        states = all_gather_object(get_rng_state())  # a collective: all ranks
+        # runs on rank 0 only (Runner.save_checkpoint is master_only): every
+        # rank's state when after_train_iter gathered them for this save,
+        # else rank 0's (enough in one process, and at epoch ends, where
+        # EpochSeedHook re-seeds anyway)
+        states = self._pending_rng or [get_rng_state()]
+        self._pending_rng = None
         checkpoint.setdefault('meta', {})[RNG_KEY] = states
         self._saved = True
+
+    @staticmethod
+    def _iter_save_due(runner) -> bool:
+        """The checkpoint hook saves at the end of this iteration."""
+        from mmengine.hooks import CheckpointHook
+        for hook in runner.hooks:
+            if isinstance(hook, CheckpointHook) and not hook.by_epoch:
+                return hook.every_n_train_iters(
+                    runner, hook.interval, hook.save_begin) or (
+                    hook.save_last and hook.is_last_train_iter(runner))
+        return False
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         meta = checkpoint.get('meta', {})
@@ -328,6 +347,9 @@ class PreemptionHook(Hook):
         if get_world_size() > 1:
             all_reduce(flag, op='max')  # any rank signalled: all stop here
         signum = int(flag.item())
+        if signum or (get_world_size() > 1 and self._iter_save_due(runner)):
+            # a collective, so here (all ranks), not in the rank-0-only save
+            self._pending_rng = all_gather_object(get_rng_state())
         if signum:
             self._stop(runner, signum, batch_idx)
         self._drop_superseded(runner)

@@ -345,3 +345,68 @@ def test_factor_spread_is_a_global_batch_statistic():
     mp.spawn(_spread_grad_worker, args=(2, _free_port(), x, out), nprocs=2)
     for rank in range(2):
         torch.testing.assert_close(out[rank], ref, rtol=1e-5, atol=1e-7)
+
+
+def _wait_for(predicate, timeout, what):
+    import time
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f'timed out after {timeout} s waiting for {what}')
+
+
+def test_slurm_requeued_job_resumes_bit_exact(digits_teacher, tmp_path):
+    """REQUEUE=1 slurm_train.sh: a requeueable batch job. SIGUSR1 (what
+    --signal=USR1@120 sends before the time limit) mid-epoch 2: the job
+    saves preempt_iter_N.pth, requeues itself, and its restart resumes from
+    that batch to the uninterrupted run's weights, bit for bit."""
+    why = _slurm_ready()
+    if why is not None:
+        if os.environ.get('KD_REQUIRE_SLURM') == '1':
+            pytest.fail(f'KD_REQUIRE_SLURM=1 but {why}')
+        pytest.skip(why)
+    _, teacher, _ = digits_teacher
+    opts = ['--cfg-options', f'model.teacher_ckpt={teacher}',
+            'model.architecture.backbone.drop_path_rate=0.3',
+            'train_cfg.max_epochs=3', 'train_cfg.val_interval=3',
+            *SMALL_TRAIN]
+    full, wd = str(tmp_path / 'full'), str(tmp_path / 'wd')
+    run_tool(['tools/train.py', 'configs/demo/kd_digits.py', '--work-dir',
+              full, *opts], env={'OMP_NUM_THREADS': '1'})
+    env = _env(GPUS='1', GPUS_PER_NODE='1', CPUS_PER_TASK='1', GRES='none',
+               MASTER_PORT=_free_port(), REQUEUE='1')
+    partition = os.environ.get('KD_SLURM_PARTITION', 'debug')
+    job = _run(['bash', 'tools/slurm_train.sh', partition, 'kd_requeue',
+                'configs/demo/kd_digits.py', wd, *opts], env).strip()
+    assert job.isdigit(), job
+    log = osp.join(wd, f'slurm-{job}.out')
+
+    def read():
+        return open(log).read() if osp.isfile(log) else ''
+
+    def state():
+        return subprocess.run(['squeue', '-h', '-j', job, '-o', '%T'],
+                              capture_output=True, text=True).stdout.strip()
+    try:
+        _wait_for(lambda: re.search(r'Epoch\(train\)\s+\[2\]\[', read()),
+                  300, 'epoch 2 in the job log')
+        subprocess.run(['scancel', '--signal=USR1', job], check=True)
+        _wait_for(lambda: 'was requeued' in read(), 120, 'the requeue')
+        # slurm holds a requeued job for a while (BeginTime); release it now
+        _wait_for(lambda: state() == 'PENDING', 120, 'the pending restart')
+        subprocess.run(['scontrol', 'update', f'JobId={job}',
+                        'StartTime=now'], check=True)
+        _wait_for(lambda: state() == '', 600, 'the end of the restart')
+    finally:
+        subprocess.run(['scancel', job])
+    out = read()
+    assert 'stopped by SIGUSR1 after iteration' in out, out[-4000:]
+    assert 'slurm restart 1 of job' in out, out[-4000:]
+    assert 'resuming epoch 2 at batch' in out, out[-4000:]
+    a = torch.load(osp.join(full, 'epoch_3.pth'), weights_only=True)
+    b = torch.load(osp.join(wd, 'epoch_3.pth'), weights_only=True)
+    for k in a['state_dict']:
+        assert torch.equal(a['state_dict'][k], b['state_dict'][k]), k

@@ -255,18 +255,19 @@ def test_demo_trains_evaluates_resumes_and_exports(digits_teacher, tmp_path,
     full = str(tmp_path / 'full')
     log = _aekt_run(full, teacher, cfg=cfg_file, small=SMALL_TRAIN)
     assert 'distill.loss_aekt' in log.stdout + log.stderr
-    # killed (SIGKILL) mid-epoch 3 and resumed: the full run's weights
-    part = str(tmp_path / 'part')
-    _aekt_run(part, teacher, cfg=cfg_file, kill_at=MID_EPOCH_3,
-              small=SMALL_TRAIN)
-    assert_killed_after(part, epoch=2)
-    _aekt_run(part, teacher, '--resume', cfg=cfg_file, small=SMALL_TRAIN)
     a = torch.load(osp.join(full, 'epoch_3.pth'), weights_only=True)
-    b = torch.load(osp.join(part, 'epoch_3.pth'), weights_only=True)
-    for k in a['state_dict']:
-        assert torch.equal(a['state_dict'][k], b['state_dict'][k]), k
     ser = a['state_dict']['architecture.head.serialization.weight']
     assert not torch.equal(ser, torch.eye(10))  # it learned something
+    if order == 'distill_first':  # the head's order changes no saved state
+        # killed (SIGKILL) mid-epoch 3 and resumed: the full run's weights
+        part = str(tmp_path / 'part')
+        _aekt_run(part, teacher, cfg=cfg_file, kill_at=MID_EPOCH_3,
+                  small=SMALL_TRAIN)
+        assert_killed_after(part, epoch=2)
+        _aekt_run(part, teacher, '--resume', cfg=cfg_file, small=SMALL_TRAIN)
+        b = torch.load(osp.join(part, 'epoch_3.pth'), weights_only=True)
+        for k in a['state_dict']:
+            assert torch.equal(a['state_dict'][k], b['state_dict'][k]), k
     # evaluate the distiller, export, evaluate the export: same top-1
     m1, m2 = tmp_path / 'm1.json', tmp_path / 'm2.json'
     ckpt = osp.join(full, 'epoch_3.pth')
@@ -284,6 +285,8 @@ def test_demo_trains_evaluates_resumes_and_exports(digits_teacher, tmp_path,
               str(tmp_path / 't2'), '--dump-metrics', str(m2)])
     top1 = [json.loads(m.read_text())['accuracy/top1'] for m in (m1, m2)]
     assert top1[0] == pytest.approx(top1[1], abs=1e-6)
+    if order == 'classify_first':
+        return  # the shipped test script and the heat map: once is enough
     # mmpretrain's own shipped test script agrees
     assert shipped_test_top1(osp.join(out, 'student.py'),
                              osp.join(out, 'student.pth'),

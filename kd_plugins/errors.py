@@ -36,6 +36,11 @@ class DiskFullError(KDPluginsError, OSError):
     """A save that the disk (or the quota) could not hold."""
 
 
+class DataError(KDPluginsError):
+    """A training sample that cannot be read (corrupt, truncated or empty
+    file), under the config's ``data_errors`` policy."""
+
+
 class ConfigError(KDPluginsError, ValueError):
     """Parts of a config that do not fit together (channels, classes,
     statistics files, classifiers), found while the model is built or at

@@ -442,3 +442,68 @@ train_dataloader = dict(dataset=dict(
     assert listed == {corrupt, truncated, empty, misnamed}, proc.stdout
     assert '4 of 31 samples cannot be read' in proc.stdout
     assert '[check_data] 31/31 samples' in proc.stdout  # progress
+
+
+class _Flaky:
+    """A data set whose samples in ``bad`` raise as a broken file does."""
+    metainfo = dict(classes=('a', 'b'))
+
+    def __init__(self, n, bad):
+        self.n, self.bad = n, set(bad)
+
+    def __len__(self):
+        return self.n
+
+    def get_data_info(self, i):
+        return dict(img_path=f'/data/{i}.png')
+
+    def __getitem__(self, i):
+        if i in self.bad:
+            raise AssertionError(f'failed to load image: /data/{i}.png')
+        return i
+
+
+def test_data_error_policies_raise_skip_and_stop(tmp_path):
+    from kd_plugins.datasets import DataErrorGuard
+    from kd_plugins.errors import ConfigError, DataError
+    strict = DataErrorGuard(_Flaky(6, {2}))
+    assert strict[1] == 1 and len(strict) == 6
+    assert strict.metainfo == dict(classes=('a', 'b'))
+    with pytest.raises(DataError, match=r"(?s)/data/2\.png cannot be read: "
+                       r"AssertionError.*tools/check_data\.py.*"
+                       r"policy='skip'"):
+        strict[2]
+    log = tmp_path / 'wd' / 'skipped_samples.txt'
+    lenient = DataErrorGuard(_Flaky(6, {2, 3, 5}), policy='skip',
+                             max_skipped=2, log_file=str(log))
+    assert lenient[2] == 4  # 2 and 3 unreadable: the next readable index
+    assert log.read_text().splitlines() == ['/data/2.png', '/data/3.png']
+    assert lenient[2] == 4  # the same files again: still 2 distinct
+    with pytest.raises(DataError, match=r'(?s)3 unreadable files, more than '
+                       r'data_errors\.max_skipped=2:.*/data/5\.png'):
+        lenient[5]
+    with pytest.raises(ConfigError, match="'ignore' is not one of"):
+        DataErrorGuard(_Flaky(1, ()), policy='ignore')
+
+
+def _folder_config(tmp_path, root, body=''):
+    return _derived(tmp_path, 'configs/demo/teacher_digits.py', f"""
+train_dataloader = dict(num_workers=2, batch_size=16, dataset=dict(
+    _delete_=True, type='CustomDataset', data_root='{root}',
+    pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')]))
+train_cfg = dict(max_epochs=2, val_interval=2)
+{body}""")
+
+
+def test_a_corrupt_image_ends_the_run_with_its_name(tmp_path):
+    """The default policy (raise), from a data-loader worker: one line that
+    names the file and the fixes."""
+    from kd_plugins.datasets.image_folder import write_digits_image_folder
+    root = write_digits_image_folder(str(tmp_path / 'digits'), split='test',
+                                     per_class=4)
+    bad = sorted(glob.glob(osp.join(root, '4', '*.png')))[0]
+    with open(bad, 'wb') as f:
+        f.write(os.urandom(300))
+    _fails([_folder_config(tmp_path, root), '--work-dir',
+            str(tmp_path / 'wd')], f'kd_plugins: {bad} cannot be read',
+           'tools/check_data.py', "policy='skip'")

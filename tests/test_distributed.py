@@ -410,3 +410,33 @@ def test_slurm_requeued_job_resumes_bit_exact(digits_teacher, tmp_path):
     b = torch.load(osp.join(wd, 'epoch_3.pth'), weights_only=True)
     for k in a['state_dict']:
         assert torch.equal(a['state_dict'][k], b['state_dict'][k]), k
+
+
+def test_skip_policy_keeps_ranks_in_step(tmp_path):
+    """data_errors policy 'skip' under torchrun: each rank replaces its
+    unreadable samples by the next readable ones, the batches keep their
+    size (no rank waits for another), the run ends, and the skipped files
+    are listed once in WORK_DIR/skipped_samples.txt."""
+    from kd_plugins.datasets.image_folder import write_digits_image_folder
+    root = write_digits_image_folder(str(tmp_path / 'digits'), split='test',
+                                     per_class=4)
+    bad = sorted(glob.glob(osp.join(root, '*', '*.png')))[::13][:3]
+    for path in bad:
+        with open(path, 'wb') as f:
+            f.write(os.urandom(300))
+    cfg = tmp_path / 'skip.py'
+    base = osp.join(ROOT, 'configs/demo/teacher_digits.py')
+    cfg.write_text(f"""_base_ = '{base}'
+train_dataloader = dict(num_workers=1, batch_size=8, dataset=dict(
+    _delete_=True, type='CustomDataset', data_root='{root}',
+    pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')]))
+train_cfg = dict(max_epochs=2, val_interval=2)
+data_errors = dict(policy='skip', max_skipped=5)
+""")
+    wd = tmp_path / 'wd'
+    log = _run(['bash', 'tools/dist_train.sh', str(cfg), '2', '--work-dir',
+                str(wd)], _env(PORT=_free_port()), timeout=600)
+    assert (wd / 'epoch_2.pth').is_file(), log[-4000:]
+    assert 'kd_plugins: skipped ' in log
+    listed = (wd / 'skipped_samples.txt').read_text().splitlines()
+    assert set(listed) == set(bad), listed

@@ -24,9 +24,12 @@ def run_main(main, argv=None):
         return main(argv)
     except KDPluginsError as err:
         code = getattr(err, 'exit_code', None)  # e.g. a preempted run: 143
+        message = str(err)
+        if 'Original Traceback' in message:  # raised in a data-loader worker
+            message = message.rsplit(f'{type(err).__name__}: ', 1)[-1]
         if code is None:
-            raise SystemExit(f'kd_plugins: {err}')
-        print(f'kd_plugins: {err}', file=sys.stderr, flush=True)
+            raise SystemExit(f'kd_plugins: {message}')
+        print(f'kd_plugins: {message}', file=sys.stderr, flush=True)
         raise SystemExit(code)
 
 

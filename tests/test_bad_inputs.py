@@ -507,3 +507,12 @@ def test_a_corrupt_image_ends_the_run_with_its_name(tmp_path):
     _fails([_folder_config(tmp_path, root), '--work-dir',
             str(tmp_path / 'wd')], f'kd_plugins: {bad} cannot be read',
            'tools/check_data.py', "policy='skip'")
+
+
+def test_a_schedule_longer_than_the_run(tmp_path):
+    """The Digits warm-up + cosine schedule with max_epochs=1: the cosine
+    part would begin at epoch 1 and end at 1 (mmengine: a traceback)."""
+    _fails([KD, '--work-dir', str(tmp_path / 'wd'), '--cfg-options',
+            'train_cfg.max_epochs=1'],
+           'param_scheduler[1] (CosineAnnealingLR) runs from epoch 1 to 1',
+           'train for more than 1 epochs')

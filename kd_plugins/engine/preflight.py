@@ -176,9 +176,39 @@ def check_resume(cfg: Config, path: str) -> None:
         'loads weights: --cfg-options load_from=PATH.')
 
 
+def check_schedule(cfg: Config) -> None:
+    """Every parameter scheduler ends after it begins within the run's
+    length (mmengine's own error is a traceback: "end should be larger than
+    begin"), e.g. a warm-up + cosine schedule run with max_epochs=1."""
+    train_cfg = cfg.get('train_cfg') or {}
+    by_epoch = train_cfg.get('by_epoch', 'max_epochs' in train_cfg)
+    length = train_cfg.get('max_epochs' if by_epoch else 'max_iters')
+    schedulers = cfg.get('param_scheduler') or []
+    if isinstance(schedulers, dict):
+        schedulers = [schedulers]
+    if not isinstance(length, int):
+        return
+    unit, key = (('epochs', 'max_epochs') if by_epoch else
+                 ('iterations', 'max_iters'))
+    for i, sched in enumerate(schedulers):
+        if not isinstance(sched, dict) or \
+                sched.get('by_epoch', True) != bool(by_epoch):
+            continue
+        begin, end = sched.get('begin', 0), sched.get('end', length)
+        if isinstance(begin, int) and isinstance(end, int) and end <= begin:
+            raise PreflightError(
+                f'param_scheduler[{i}] ({sched.get("type")}) runs from '
+                f'{unit[:-1]} {begin} to {end}, but it must end after it '
+                f'begins; the run has train_cfg.{key}={length}.\n  Fix: '
+                f'train for more than {begin} {unit}, or give the run a '
+                'schedule that fits it (e.g. --cfg-options param_scheduler'
+                f'=[] for a constant learning rate).')
+
+
 def preflight(cfg: Config, mode: str = 'train') -> None:
     """Run every check for ``mode`` ('train' or 'test')."""
     if mode == 'train':
+        check_schedule(cfg)
         check_data(cfg, ('train_dataloader', 'val_dataloader'))
         check_teacher_ckpt(cfg)
         check_method_files(cfg)

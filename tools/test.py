@@ -54,6 +54,7 @@ def main(argv=None):
     default_dataloader_cfgs(cfg)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+        default_dataloader_cfgs(cfg)  # e.g. num_workers=0: no persistent
     if args.out:
         cfg.test_evaluator = list(cfg.test_evaluator) if isinstance(
             cfg.test_evaluator, (list, tuple)) else [cfg.test_evaluator]

@@ -105,6 +105,7 @@ def merge_args(cfg: Config, args) -> Config:
             cfg[field].persistent_workers = False
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+        default_dataloader_cfgs(cfg)  # e.g. num_workers=0: no persistent
     return cfg
 
 

@@ -14,7 +14,6 @@ import os
 from _common import (Config, add_common_args, build_runner, close_dist,
                      default_dataloader_cfgs, load_config, need_file, out_dir,
                      run_main, set_local_rank, set_work_dir)
-from kd_plugins.datasets import guard_train_dataset
 from kd_plugins.engine import preflight
 from kd_plugins.engine.preemption import (PreemptionHook, TrainingPreempted,
                                           resumable_train_cfg)
@@ -118,7 +117,6 @@ def main(argv=None):
     cfg = merge_args(load_config(args.config), args)
     out_dir(cfg.work_dir, '--work-dir')
     preflight(cfg, mode='train')
-    guard_train_dataset(cfg, cfg.work_dir)  # the data_errors policy
     if args.resume not in (None, 'auto'):
         check_resume(cfg, args.resume)
     runner = build_runner(cfg)

@@ -4,7 +4,9 @@ policy of a config.
     data_errors = dict(policy='raise')                  # the default
     data_errors = dict(policy='skip', max_skipped=100)  # long runs
 
-``tools/train.py`` wraps the training set in :class:`DataErrorGuard`:
+The training loops of kd_plugins (``ResumableEpochBasedTrainLoop``,
+``ResumableIterBasedTrainLoop``: ``tools/train.py`` uses them) build the
+training set inside :class:`DataErrorGuard`:
 
 - ``raise``: the first unreadable sample ends the run with one
   ``kd_plugins:`` line that names the file, the error and the fixes;
@@ -146,15 +148,21 @@ class DataErrorGuard:
                         'read.\n  Fix: check the data root and the files.')
 
 
-def guard_train_dataset(cfg, work_dir: str) -> None:
-    """Wrap ``cfg.train_dataloader.dataset`` in :class:`DataErrorGuard` with
-    the config's ``data_errors`` policy (once)."""
-    loader = cfg.get('train_dataloader', None)
-    if not loader or 'dataset' not in loader:
-        return
-    policy = check_policy(cfg.get('data_errors', None))
-    if loader.dataset.get('type') in ('DataErrorGuard', DataErrorGuard):
-        return
-    loader.dataset = dict(
-        type='DataErrorGuard', dataset=loader.dataset, **policy,
+def guard_loader(dataloader, data_errors: dict | None, work_dir: str):
+    """A training data loader config whose data set is wrapped in
+    :class:`DataErrorGuard` with the ``data_errors`` policy (the resumable
+    training loops call it before they build the loader, so the config the
+    run dumps stays the one the user wrote). A built loader, or one whose
+    data set is guarded already, is returned as it is."""
+    if not isinstance(dataloader, dict) or 'dataset' not in dataloader:
+        return dataloader
+    policy = check_policy(data_errors)
+    dataset = dataloader['dataset']
+    if isinstance(dataset, dict) and dataset.get('type') in (
+            'DataErrorGuard', DataErrorGuard):
+        return dataloader
+    loader = dict(dataloader)
+    loader['dataset'] = dict(
+        type='DataErrorGuard', dataset=dataset, **policy,
         log_file=osp.join(work_dir, 'skipped_samples.txt'))
+    return loader

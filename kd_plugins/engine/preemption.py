@@ -35,6 +35,7 @@ from mmengine.hooks import Hook
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from mmpretrain.registry import HOOKS, LOOPS
 
+from ..datasets.data_errors import guard_loader
 from ..errors import ConfigError, KDPluginsError
 
 RNG_KEY = 'kd_rng'  # checkpoint['meta'][RNG_KEY]: one state per rank
@@ -99,6 +100,12 @@ def _own_rng_state(states, runner) -> dict | None:
     return states[get_rank()]
 
 
+def _guarded(runner, dataloader):
+    """The training loader with the config's ``data_errors`` policy."""
+    return guard_loader(dataloader, runner.cfg.get('data_errors', None),
+                        runner.work_dir)
+
+
 class _ResumeMixin:
     """What both resumable loops share: the RNG state to restore after the
     replayed batches (set by PreemptionHook.after_load_checkpoint)."""
@@ -113,7 +120,9 @@ class _ResumeMixin:
 
 @LOOPS.register_module()
 class ResumableEpochBasedTrainLoop(_ResumeMixin, EpochBasedTrainLoop):
-    """mmengine's epoch loop that resumes mid-epoch.
+    """mmengine's epoch loop that resumes mid-epoch (and builds its data
+    set under the config's ``data_errors`` policy, kd_plugins.datasets.
+    data_errors).
 
     A checkpoint written at iteration ``i`` of epoch ``e`` (0-based; ``i``
     counted from the start of training) resumes at batch
@@ -132,7 +141,8 @@ class ResumableEpochBasedTrainLoop(_ResumeMixin, EpochBasedTrainLoop):
                 'ResumableEpochBasedTrainLoop got by_epoch=False.\n  Fix: '
                 "use train_cfg=dict(type='ResumableIterBasedTrainLoop', "
                 'max_iters=...) for an iteration-based schedule.')
-        super().__init__(runner, dataloader, max_epochs, **kwargs)
+        super().__init__(runner, _guarded(runner, dataloader), max_epochs,
+                         **kwargs)
 
     def run_epoch(self) -> None:
         """One epoch, from the batch where a mid-epoch checkpoint stopped."""
@@ -171,7 +181,8 @@ class ResumableIterBasedTrainLoop(_ResumeMixin, IterBasedTrainLoop):
                 'ResumableIterBasedTrainLoop got by_epoch=True.\n  Fix: use '
                 "train_cfg=dict(type='ResumableEpochBasedTrainLoop', "
                 'max_epochs=...) for an epoch-based schedule.')
-        super().__init__(runner, dataloader, max_iters, **kwargs)
+        super().__init__(runner, _guarded(runner, dataloader), max_iters,
+                         **kwargs)
 
     def run(self):
         """mmengine 0.10's ``IterBasedTrainLoop.run`` plus the RNG restore
@@ -207,7 +218,7 @@ def resumable_train_cfg(train_cfg: dict) -> dict:
     cfg = dict(train_cfg)
     kind = cfg.get('type')
     if kind is None:
-        by_epoch = cfg.pop('by_epoch', True)
+        by_epoch = cfg.pop('by_epoch', True)  # mmengine: type or by_epoch
         cfg['type'] = ('ResumableEpochBasedTrainLoop' if by_epoch
                        else 'ResumableIterBasedTrainLoop')
     elif kind in ('EpochBasedTrainLoop', 'mmengine.EpochBasedTrainLoop'):

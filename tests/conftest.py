@@ -1,5 +1,6 @@
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -258,3 +259,13 @@ def shipped_test_top1(config: str, checkpoint: str, work_dir: str) -> float:
     found = re.findall(r'accuracy/top1: ([\d.]+)', proc.stdout + proc.stderr)
     assert found, (proc.stdout + proc.stderr)[-3000:]
     return float(found[-1])
+
+
+def last_val_top1(log: str) -> float:
+    """The last validation top-1 a training log printed (Digits: the
+    validation split is the test split, so it is what tools/test.py gives
+    for the last checkpoint; tests/test_tools.py checks that)."""
+    vals = re.findall(r'Epoch\(val\) \[\d+\]\[\d+/\d+\]\s+accuracy/top1: '
+                      r'([0-9.]+)', log)
+    assert vals, 'no validation line in the log'
+    return float(vals[-1])

@@ -14,7 +14,7 @@ from mmrazor.registry import MODELS
 
 from kd_plugins.algorithms.multi_teacher import confidence_weights, mean_probs
 from tests.conftest import (MID_EPOCH_3, ROOT, SMALL_TRAIN, assert_preempted,
-                            run_tool)
+                            last_val_top1, run_tool)
 
 MT_KD = 'configs/demo/mt_kd_digits.py'
 MT_AEKT = 'configs/demo/mt_aekt_digits.py'
@@ -199,7 +199,7 @@ def test_trains_resumes_after_preemption_and_exports(digits_teacher,
             'model.combine=confidence', 'train_cfg.max_epochs=3',
             'train_cfg.val_interval=3', *SMALL_TRAIN]
     full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
-    run_tool(['tools/train.py', MT_KD, '--work-dir', full, *opts])
+    log = run_tool(['tools/train.py', MT_KD, '--work-dir', full, *opts])
     run_tool(['tools/train.py', MT_KD, '--work-dir', part, *opts],
              term_at=MID_EPOCH_3)  # preempted: resumes from that batch
     assert_preempted(part, epoch=3)
@@ -217,14 +217,15 @@ def test_trains_resumes_after_preemption_and_exports(digits_teacher,
     out = str(tmp_path / 'export')
     run_tool(['tools/export_student.py', MT_KD,
               osp.join(full, 'epoch_3.pth'), out])
-    m1, m2 = tmp_path / 'm1.json', tmp_path / 'm2.json'
-    run_tool(['tools/test.py', MT_KD, osp.join(full, 'epoch_3.pth'),
-              '--work-dir', str(tmp_path / 't1'), '--dump-metrics', str(m1)])
+    # the distiller's last validation (its student) == tools/test.py on the
+    # exported student
+    m2 = tmp_path / 'm2.json'
     run_tool(['tools/test.py', osp.join(out, 'student.py'),
               osp.join(out, 'student.pth'), '--work-dir',
               str(tmp_path / 't2'), '--dump-metrics', str(m2)])
-    top = [json.loads(m.read_text())['accuracy/top1'] for m in (m1, m2)]
-    assert top[0] == pytest.approx(top[1], abs=1e-6)
+    top = json.loads(m2.read_text())['accuracy/top1']
+    assert top == pytest.approx(last_val_top1(log.stdout + log.stderr),
+                                abs=1e-3)
 
 
 def test_benchmark_row_with_two_teachers(tmp_path):

@@ -2,23 +2,16 @@
 import json
 import os
 import os.path as osp
-import re
 
 import mmpretrain
 import pytest
 import torch
 
 from tests.conftest import (MID_EPOCH_2, MID_EPOCH_3, ROOT, SMALL_TRAIN,
-                            assert_killed_after, assert_preempted, run_tool)
+                            assert_killed_after, assert_preempted,
+                            last_val_top1, run_tool)
 
 KD_CFG = 'configs/demo/kd_digits.py'
-
-
-def _last_val_top1(log: str) -> float:
-    vals = re.findall(r'Epoch\(val\) \[\d+\]\[\d+/\d+\]\s+accuracy/top1: '
-                      r'([0-9.]+)', log)
-    assert vals, 'no validation line in the log'
-    return float(vals[-1])
 
 
 def _state_dict(path):
@@ -28,7 +21,7 @@ def _state_dict(path):
 
 def test_teacher_trains_validates_and_tests(digits_teacher, tmp_path):
     wd, ckpt, log = digits_teacher
-    val_top1 = _last_val_top1(log)
+    val_top1 = last_val_top1(log)
     metrics = tmp_path / 'm.json'
     run_tool(['tools/test.py', 'configs/demo/teacher_digits.py', ckpt,
               '--work-dir', str(tmp_path), '--dump-metrics', str(metrics)])

@@ -275,14 +275,20 @@ def _slurm_ready():
     return None
 
 
-def test_slurm_train_and_test_two_tasks(digits_teacher, tmp_path):
-    """Skipped where slurm is not running, except in CI (.ci/run sets
+def _need_slurm() -> None:
+    """Skip where slurm is not running, except in CI (.ci/run sets
     KD_REQUIRE_SLURM=1), where a missing slurm fails the test."""
     why = _slurm_ready()
     if why is not None:
         if os.environ.get('KD_REQUIRE_SLURM') == '1':
             pytest.fail(f'KD_REQUIRE_SLURM=1 but {why}')
         pytest.skip(why)
+
+
+def test_slurm_train_and_test_two_tasks(digits_teacher, tmp_path):
+    """Skipped where slurm is not running, except in CI (.ci/run sets
+    KD_REQUIRE_SLURM=1), where a missing slurm fails the test."""
+    _need_slurm()
     _, teacher, _ = digits_teacher
     wd = str(tmp_path / 'wd')
     env = _env(GPUS='2', GPUS_PER_NODE='2', CPUS_PER_TASK='1', GRES='none',
@@ -363,11 +369,7 @@ def test_slurm_requeued_job_resumes_bit_exact(digits_teacher, tmp_path):
     --signal=USR1@120 sends before the time limit) mid-epoch 2: the job
     saves preempt_iter_N.pth, requeues itself, and its restart resumes from
     that batch to the uninterrupted run's weights, bit for bit."""
-    why = _slurm_ready()
-    if why is not None:
-        if os.environ.get('KD_REQUIRE_SLURM') == '1':
-            pytest.fail(f'KD_REQUIRE_SLURM=1 but {why}')
-        pytest.skip(why)
+    _need_slurm()
     _, teacher, _ = digits_teacher
     opts = ['--cfg-options', f'model.teacher_ckpt={teacher}',
             'model.architecture.backbone.drop_path_rate=0.3',
@@ -395,10 +397,15 @@ def test_slurm_requeued_job_resumes_bit_exact(digits_teacher, tmp_path):
                   300, 'epoch 2 in the job log')
         subprocess.run(['scancel', '--signal=USR1', job], check=True)
         _wait_for(lambda: 'was requeued' in read(), 120, 'the requeue')
-        # slurm holds a requeued job for a while (BeginTime); release it now
-        _wait_for(lambda: state() == 'PENDING', 120, 'the pending restart')
-        subprocess.run(['scontrol', 'update', f'JobId={job}',
-                        'StartTime=now'], check=True)
+        # slurm holds a requeued job for a while (BeginTime); release it
+        # once it is pending (unless it has started again already)
+        _wait_for(lambda: 'slurm restart 1 of job' in read()
+                  or state() == 'PENDING', 120, 'the pending restart')
+        if state() == 'PENDING':
+            subprocess.run(['scontrol', 'update', f'JobId={job}',
+                            'StartTime=now'])
+        _wait_for(lambda: 'slurm restart 1 of job' in read(), 300,
+                  'the restart')
         _wait_for(lambda: state() == '', 600, 'the end of the restart')
     finally:
         subprocess.run(['scancel', job])

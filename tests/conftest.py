@@ -204,8 +204,12 @@ def demo_scratch(tmp_path_factory):
 
 def load_tool(name: str):
     """``tools/<name>.py`` as a module (registered in sys.modules, which
-    dataclasses need), for tests of a tool's functions."""
+    dataclasses need), for tests of a tool's functions; tools/ is on
+    sys.path, as when the tool runs as a script (``from _common import``)."""
     import importlib.util
+    tools = osp.join(ROOT, 'tools')
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
     spec = importlib.util.spec_from_file_location(
         f'kd_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
     module = importlib.util.module_from_spec(spec)

@@ -125,3 +125,18 @@ def test_iteration_based_run_preempted_and_resumed_bit_exact(digits_teacher,
     b = torch.load(osp.join(part, 'iter_21.pth'), weights_only=True)
     for k in a['state_dict']:
         assert torch.equal(a['state_dict'][k], b['state_dict'][k]), k
+
+
+def test_train_tool_swaps_the_loop_after_cfg_options(tmp_path):
+    """--cfg-options train_cfg.by_epoch=... is merged before the resumable
+    loop replaces mmengine's (mmengine refuses a loop config with both a
+    type and by_epoch), and the hook is added once."""
+    from tests.conftest import load_tool
+    train = load_tool('train')
+    cfg_file = osp.join(ROOT, 'configs/demo/teacher_digits.py')
+    args = train.parse_args([cfg_file, '--work-dir', str(tmp_path),
+                             '--cfg-options', 'train_cfg.by_epoch=True'])
+    cfg = train.merge_args(train.load_config(cfg_file), args)
+    assert cfg.train_cfg.type == 'ResumableEpochBasedTrainLoop'
+    assert 'by_epoch' not in cfg.train_cfg
+    assert [h['type'] for h in cfg.custom_hooks].count('PreemptionHook') == 1

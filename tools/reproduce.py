@@ -47,15 +47,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-TOOLS = osp.dirname(osp.abspath(__file__))
-if TOOLS not in sys.path:  # loaded as a module (tests), not run as a script
-    sys.path.insert(0, TOOLS)
-
-from _common import (ROOT, add_cfg_options,  # noqa: E402
-                     load_config_with_options, run_main)
-from kd_plugins.errors import ArgumentError  # noqa: E402
-from kd_plugins.utils.config import find_key  # noqa: E402
-from kd_plugins.utils.teacher import teacher_entries  # noqa: E402
+from _common import ROOT, add_cfg_options, load_config_with_options, run_main
+from kd_plugins.errors import ArgumentError
+from kd_plugins.utils.config import find_key
+from kd_plugins.utils.teacher import teacher_entries
 
 SUITES = {'cifar100': '_cifar100.py', 'imagenet': '_in1k.py'}
 
@@ -186,17 +181,18 @@ def plan(args) -> tuple[list, list]:
         rel = _here(path)
         name = osp.splitext(osp.basename(path))[0]
         cfg = load_config_with_options(path, args.cfg_options)
+        tree = cfg.to_dict()
         model = cfg.get('model') or {}
         ckpts = [c for *_, c in teacher_entries(model) if c]
         for ckpt in ckpts:
             if '://' not in ckpt and not osp.isfile(ckpt):
                 _teacher_steps(args, ckpt, deps)
-        for _, stats in find_key(cfg.to_dict(), 'stats_file'):
+        for _, stats in find_key(tree, 'stats_file'):
             if stats and stats not in deps and ckpts:
                 deps[stats] = Step(f'KD-layer stats {osp.basename(stats)}',
                                    _python('kd_layer_stats.py', rel, ckpts[0],
                                            stats, *_options(args)), stats)
-        for _, s1 in find_key(cfg.to_dict(), 'stage1_ckpt'):
+        for _, s1 in find_key(tree, 'stage1_ckpt'):
             if s1 and s1 not in deps:
                 s1_name = osp.basename(osp.dirname(s1))
                 s1_cfg = _here(osp.join(ROOT, 'configs', 'ie_kd',

@@ -88,13 +88,6 @@ def merge_args(cfg: Config, args) -> Config:
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
     default_dataloader_cfgs(cfg)
-    # stop on SIGTERM / SIGUSR1 with a checkpoint; resume mid-epoch exactly
-    cfg.train_cfg = resumable_train_cfg(cfg.train_cfg)
-    hooks = list(cfg.get('custom_hooks', None) or [])
-    if not any(h.get('type') in ('PreemptionHook', PreemptionHook)
-               for h in hooks):
-        hooks.append(dict(type='PreemptionHook'))
-    cfg.custom_hooks = hooks
     for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         if cfg.get(field, None) is None:
             continue
@@ -105,6 +98,14 @@ def merge_args(cfg: Config, args) -> Config:
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
         default_dataloader_cfgs(cfg)  # e.g. num_workers=0: no persistent
+    # stop on SIGTERM / SIGUSR1 with a checkpoint; resume mid-epoch exactly
+    # (after --cfg-options: train_cfg.by_epoch=False picks the iteration loop)
+    cfg.train_cfg = resumable_train_cfg(cfg.train_cfg)
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if not any(h.get('type') in ('PreemptionHook', PreemptionHook)
+               for h in hooks):
+        hooks.append(dict(type='PreemptionHook'))
+    cfg.custom_hooks = hooks
     return cfg
 
 

@@ -107,15 +107,19 @@ def _guarded(runner, dataloader):
 
 
 class _ResumeMixin:
-    """What both resumable loops share: the RNG state to restore after the
-    replayed batches (set by PreemptionHook.after_load_checkpoint)."""
+    """What both resumable loops share: the checkpoint's per-rank RNG
+    states, restored after the replayed batches (set by
+    PreemptionHook.after_load_checkpoint; this rank's entry is picked only
+    when batches were replayed, so an epoch-end checkpoint of a DDP run,
+    which holds rank 0's state only, needs none and warns of nothing)."""
 
-    resume_rng: dict | None = None
+    resume_rng: list | None = None
 
     def _restore_rng(self) -> None:
-        if self.resume_rng is not None:
-            set_rng_state(self.resume_rng)
-            self.resume_rng = None
+        own = _own_rng_state(self.resume_rng, self.runner)
+        self.resume_rng = None
+        if own is not None:
+            set_rng_state(own)
 
 
 @LOOPS.register_module()
@@ -248,9 +252,11 @@ class PreemptionHook(Hook):
     - A preemption checkpoint is deleted once a later regular checkpoint
       supersedes it.
 
-    Every checkpoint (regular ones too) carries the RNG states of all ranks,
-    so an iteration-based run resumes bit for bit as well; validation is
-    RNG-neutral (states saved before it, restored after it).
+    Every checkpoint carries RNG states: a preemption checkpoint and an
+    iteration-based one those of all ranks (so an iteration-based run
+    resumes bit for bit as well), an epoch-end one rank 0's (EpochSeedHook
+    re-seeds every epoch); validation is RNG-neutral (states saved before
+    it, restored after it).
 
     Args:
         signals: names of the signals that stop the run.
@@ -341,7 +347,7 @@ class PreemptionHook(Hook):
                     "resumable loops), or set train_cfg.type='Resumable"
                     "EpochBasedTrainLoop' in the config.")
         if isinstance(loop, _ResumeMixin):
-            loop.resume_rng = _own_rng_state(meta.get(RNG_KEY), runner)
+            loop.resume_rng = meta.get(RNG_KEY)
 
     def before_val(self, runner) -> None:
         self._val_rng = get_rng_state()

@@ -6,11 +6,15 @@ Protocol (every row the same):
 * teachers are trained on the whole Digits train split (1,437 images), the
   student rows on the regime's data: ``full`` (the whole train split) or
   ``few-labels`` (15 images per class, a fixed stratified subset);
-* learning rates are tuned on a validation split of 28 images per class
-  carved out of the train split (``Digits(val_per_class=28)``; the few-label
-  subset is drawn from the rest), with the same grid for every row, one seed;
-  the student alone also chooses the number of epochs (E or 2E), which every
-  row then uses; the test split is never used for a choice;
+* learning rates are tuned (``tools/demo.py --tune``) on a validation split of
+  28 images per class carved out of the train split
+  (``Digits(val_per_class=28)``; the few-label subset is drawn from the rest),
+  with the same grid for every row, one seed; the student alone also chooses
+  the number of epochs (E or 2E), which every row then uses; the test split is
+  never used for a choice; the choices of the committed run are written into
+  the rows' configs (``configs/demo/`` for the full regime,
+  ``configs/demo/few_labels/``), so that each config trains as the benchmark
+  did with no options;
 * each row is then trained with its chosen learning rate on the regime's data
   with N seeds and evaluated once, at the end, on the 360-image test split;
 * verdicts compare a row's test top-1 over seeds with the student alone's and
@@ -28,8 +32,8 @@ LR_GRID = (0.1, 0.2, 0.4)
 ALPHA = 0.05
 
 REGIMES = {
-    # data options of the train set (final runs) and epochs E (student
-    # alone also tries 2E when tuning)
+    # data options of the train set (final runs: what the regime's configs
+    # set) and epochs E (student alone also tries 2E when tuning)
     'full': dict(final={}, tune={'val_per_class': VAL_PER_CLASS},
                  epochs=12),
     'few-labels': dict(final={'val_per_class': VAL_PER_CLASS,
@@ -58,6 +62,16 @@ class Row:
     stats_keys: tuple = ()  # keys that take the KD-layer statistics file
     adapted_teachers: int = 0  # ATSC: evaluate the adapted teacher(s)
     variant: bool = False  # a variant of a method above: benchmark only
+
+    def config_for(self, regime: str) -> str:
+        """The config this row trains in ``regime``: a student row's
+        few-labels config is ``configs/demo/few_labels/<its full config>``
+        (the same method on the few-label subset, with the schedule the
+        benchmark chose for that regime); teachers and stage 1 have one."""
+        if self.kind != 'student' or regime != 'few-labels':
+            return self.config
+        head, name = self.config.rsplit('/', 1)
+        return f'{head}/few_labels/{name}'
 
     @property
     def depends_on(self) -> set:
@@ -88,11 +102,10 @@ ROWS: List[Row] = [
         'ATSC (official: BN of the teacher not anchored)',
         needs=(('model.teacher_ckpts', ('teacher', )), ),
         adapted_teachers=1),
-    Row('atsc_anchor_norm', 'configs/demo/atsc_digits.py',
+    Row('atsc_anchor_norm', 'configs/demo/atsc_anchor_norm_digits.py',
         'ATSC + anchor_norm (ours: BN anchored too)',
         needs=(('model.teacher_ckpts', ('teacher', )), ),
-        options=('model.anchor_norm=True', ), adapted_teachers=1,
-        variant=True),
+        adapted_teachers=1, variant=True),
     Row('ie_kd', 'configs/demo/ie_kd_digits.py', 'IE-KD (CE + IE)',
         needs=T + (('model.distiller.connectors.t_enc.stage1_ckpt',
                     'ie_stage1'), )),

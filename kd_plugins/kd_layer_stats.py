@@ -313,8 +313,10 @@ def _collect(cfg, teacher_ckpt: str, layers: dict, spec: dict,
                         local[kind][0].extend(idx)
                         local[kind][1].extend(rows)
                 if (it + 1) % 20 == 0 or it + 1 == len(loader):
+                    took = time.time() - t0
+                    left = took / (it + 1) * (len(loader) - it - 1)
                     log(f'[kd_layer_stats] {it + 1}/{len(loader)} batches, '
-                        f'{time.time() - t0:.0f} s')
+                        f'{took:.0f} s, about {left:.0f} s left')
     finally:
         for h in handles:
             h.remove()

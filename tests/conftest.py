@@ -177,7 +177,8 @@ def raw_batch(n: int = 4, seed: int = 0, classes: int = 10) -> dict:
                               for i in range(n)])
 
 
-DEMO_ARGS = ['--epochs', '2', '--only', 'kd', 'aekt', '--seeds', '2']
+DEMO_ARGS = ['--epochs', '2', '--only', 'kd', 'aekt', '--seeds', '2',
+             '--progress-every', '5']
 
 
 @pytest.fixture(scope='session')

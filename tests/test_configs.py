@@ -72,7 +72,8 @@ def test_gpu_tests_cover_every_method():
     # letKD-1, the IE+KD / IE+AEKT compositions and two-teacher AEKT share
     # their code paths with rows above
     assert methods - names <= {'kd_layer1_digits.py', 'ie_kd_kd_digits.py',
-                               'ie_kd_aekt_digits.py', 'mt_aekt_digits.py'}
+                               'ie_kd_aekt_digits.py', 'mt_aekt_digits.py',
+                               'atsc_anchor_norm_digits.py'}
 
 
 ALL_CONFIGS = sorted(

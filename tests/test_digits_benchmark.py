@@ -128,8 +128,101 @@ def test_reuse_only_a_finished_run_with_the_same_options(tmp_path):
     text = demo.finished_run(job)
     assert demo.parse_log(text)['top1'] == pytest.approx(99.7222)
     assert demo.log_seconds(text) == 210.0
+    # the config's own schedule changed since (no lr option)
+    assert demo.finished_run(dataclasses.replace(
+        job, lr=0.4, options=job.options[1:])) is None
+    assert demo.finished_run(dataclasses.replace(
+        job, epochs=12, options=job.options[2:])) is None
     for other in ('optim_wrapper.optimizer.lr=0.4', 'randomness.seed=2',
                   'train_dataloader.dataset.num_per_class=15',
                   'model.teacher_ckpts=[a.pth]'):
         assert demo.finished_run(dataclasses.replace(
             job, options=job.options[:1] + [other])) is None, other
+
+
+def _committed_choices():
+    import json
+    import os.path as osp
+
+    from tests.conftest import ROOT
+    with open(osp.join(ROOT, 'docs/results/digits_benchmark.json')) as f:
+        return json.load(f)['choices']
+
+
+@pytest.mark.parametrize('regime', ['full', 'few-labels'])
+def test_configs_carry_the_committed_benchmark_choices(regime):
+    """One source of truth: every row's config for a regime trains, as it
+    is, with the learning rate and epochs that the committed tuned run chose
+    (tools/demo.py reads them from the configs), on the regime's data."""
+    import os.path as osp
+
+    from mmengine.config import Config
+
+    from benchmarks.digits import REGIMES
+    from tests.conftest import ROOT, load_tool
+    demo = load_tool('demo')
+    committed = _committed_choices()
+    rows = [r for r in ROWS if r.kind == 'student']
+    assert set(committed[regime]) == {r.name for r in rows}
+    for r in rows:
+        path = r.config_for(regime)
+        assert demo.schedule_of(path) == committed[regime][r.name], path
+        ds = Config.fromfile(osp.join(ROOT, path)).train_dataloader.dataset
+        for key in ('val_per_class', 'num_per_class'):
+            assert ds.get(key) == REGIMES[regime]['final'].get(key), path
+    for r in ROWS:
+        if r.kind == 'teacher':
+            assert demo.schedule_of(r.config) == committed['teacher'][
+                'teacher'], r.config
+    assert demo.config_choices(ROWS)['few-labels']['kd'] == \
+        committed['few-labels']['kd']
+
+
+def test_a_tuned_run_names_the_configs_it_disagrees_with():
+    from tests.conftest import load_tool
+    demo = load_tool('demo')
+    own = demo.config_choices(select(['kd']))
+    tuned = {g: {n: dict(c) for n, c in rows.items()}
+             for g, rows in own.items()}
+    tuned['few-labels']['kd']['lr'] = 0.4
+    plan = demo.Plan(demo.parse_args(['--tune']), select(['kd']), tuned, own)
+    assert demo.config_disagreements(plan) == [
+        'configs/demo/few_labels/kd_digits.py: tuned lr 0.4 / 120 epochs, '
+        'the config has 0.1 / 120']
+
+
+def test_progress_line_names_running_jobs_epochs_and_time_left(tmp_path):
+    """make demo is not silent while its first runs train: a progress line
+    every --progress-every seconds gives each running job's epoch (from its
+    log) and an estimate of the stage's time left."""
+    import time
+
+    from tests.conftest import load_tool
+    demo = load_tool('demo')
+    runner = demo.JobRunner(str(tmp_path), jobs=2, progress_every=0)
+    jobs = []
+    for name, epoch in (('teacher', 5), ('teacher2', None)):
+        wd = tmp_path / name
+        wd.mkdir()
+        (wd / 'train.log').write_text(
+            '' if epoch is None else
+            '12/02 10:00:00 - mmengine - INFO - Epoch(train)  [4][20/23]  '
+            'lr: 0.1\n12/02 10:00:09 - mmengine - INFO - Epoch(train)  '
+            f'[{epoch}][10/23]  lr: 0.1  loss: 0.5\n')
+        jobs.append(demo.Job(tag=name, config='c.py', row=name,
+                             regime='teacher', work_dir=str(wd), lr=0.4,
+                             epochs=20, options=[]))
+    assert demo.log_position(str(tmp_path / 'teacher' / 'train.log')) == \
+        (5, 10, 23)
+    runner._done, runner._total = 0, 3
+    now = time.time()
+    runner.running = {j.work_dir: (j, now - 100) for j in jobs}
+    line = runner.progress_line()
+    assert 'teacher epoch 5/20 (100 s)' in line
+    assert 'teacher2 starting (100 s)' in line
+    assert '0 of 3 done, 1 queued' in line
+    # teacher: 102 of 460 iterations in 100 s -> about 351 s left; the
+    # queued run as long as that projection (451 s); 2 jobs at a time
+    left = float(line.rsplit('about ', 1)[1].split(' s left')[0])
+    assert left == pytest.approx((100 * 460 / 102 - 100 + 100 * 460 / 102)
+                                 / 2, abs=1)

@@ -143,10 +143,13 @@ def test_demo_report_holds_its_runs_numbers_and_reuses_them(demo_scratch):
     from benchmarks.digits import verdict
     root, env, stdout = demo_scratch
     wd = root / 'work_dirs' / 'demo'
-    assert 'learning rates / epochs: from docs/results/digits_benchmark' \
-        in stdout
+    assert "learning rates / epochs: the configs' own schedules" in stdout
     assert '| method | lr | epochs | top-1 (%) |' in stdout
     assert 'run 1 of ' in stdout and 's left in the stage' in stdout
+    # progress while runs train (--progress-every 5): epoch and time left
+    beats = [x for x in stdout.splitlines() if x.startswith('[demo] running')]
+    assert beats and any(re.search(r' epoch \d+/2 \(\d+ s\)', b)
+                         for b in beats), stdout
     report = json.loads((wd / 'results.json').read_text())
     rows = {r['name']: r for r in report['results']['few-labels']}
     assert list(rows) == ['teacher', 'student', 'kd', 'aekt']
@@ -187,16 +190,19 @@ def test_demo_report_holds_its_runs_numbers_and_reuses_them(demo_scratch):
         [r['test'] for r in report['results']['few-labels']]
 
 
-def test_demo_without_tuned_choices_says_it_uses_defaults(tmp_path):
-    """No committed choices to read: the demo says so and uses lr 0.2."""
+def test_demo_trains_each_config_with_its_own_schedule():
+    """Without --tune the demo passes no learning rate (its runs train with
+    their configs' schedules) and says where the choices come from."""
     from tests.conftest import load_tool
     demo = load_tool('demo')
-    args = demo.parse_args(['--choices', str(tmp_path / 'none.json')])
-    choices, source = demo.load_choices(args)
-    assert choices == {} and source.startswith('defaults (lr 0.2')
     args = demo.parse_args([])
-    choices, source = demo.load_choices(args)
-    assert source == f'from {demo.CHOICES}' and choices['few-labels']
+    rows = demo.select(['kd'])
+    choices, own, source = demo.load_choices(args, rows)
+    assert choices == own and source.startswith("the configs' own")
+    plan = demo.Plan(args, rows, choices, own)
+    lr, epochs, opts = plan.schedule('few-labels', rows[-1], 0)
+    assert (lr, epochs) == (0.1, 120) and not any(
+        o.startswith(('optim_wrapper', 'train_cfg.max_epochs')) for o in opts)
 
 
 # --------------------------------------- file arguments: one clean message

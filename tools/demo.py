@@ -8,15 +8,17 @@ Trains the teachers on scikit-learn's bundled Digits, then the student alone
 and the student with each method, on the chosen regime(s): ``full`` (the
 whole train split) and ``few-labels`` (15 labelled images per class; the
 teachers still saw the whole train split). Protocol in
-``benchmarks/digits.py``: with ``--tune`` every row's learning
-rate (and the student alone's epochs, then used by every row) is chosen on a
-validation split carved out of the train split, with the same grid for all
-rows; without it the choices of the last tuned run are read from
-``--choices`` (the committed ``docs/results/digits_benchmark.json``). Each row
-then trains with ``--seeds`` seeds and is evaluated once, at the end, on the
-test split. Writes ``WORK_DIR/results.json``, ``results.md`` (one table per
-regime: mean ± std over seeds, Welch verdicts against the student alone and
-against KD) and ``results.png`` (bar chart with error bars).
+``benchmarks/digits.py``: with ``--tune`` every row's learning rate (and the
+student alone's epochs, then used by every row) is chosen on a validation split
+carved out of the train split, with the same grid for all rows; without it
+every row trains with its config's own schedule (``configs/demo/*.py`` for the
+full regime, ``configs/demo/few_labels/*.py``), which holds the choices of the
+committed tuned run (``docs/results/digits_benchmark.json``; a tuned run says
+where its choices differ from the configs). Each row then trains with
+``--seeds`` seeds and is evaluated once, at the end, on the test split. Writes
+``WORK_DIR/results.json``, ``results.md`` (one table per regime: mean ± std
+over seeds, Welch verdicts against the student alone and against KD) and
+``results.png`` (bar chart with error bars).
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ from benchmarks.digits import (DEFAULT_LR, LR_GRID, REGIMES,  # noqa: E402
                                markdown, select, summarize, summary_table,
                                verdict)
 
-CHOICES = 'docs/results/digits_benchmark.json'
+PROGRESS_EVERY = 30  # seconds between two progress lines of a stage
 VAL = ['val_dataloader.dataset.split=val',
        'val_dataloader.dataset.val_per_class=28']
 
@@ -72,6 +74,29 @@ def parse_log(text: str) -> dict:
                 last_terms=terms)
 
 
+def log_position(path: str):
+    """(epoch, iteration in epoch, iterations per epoch) of the last
+    ``Epoch(train) [e][i/n]`` line of a training log, or None."""
+    try:
+        with open(path, 'rb') as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 20000))
+            tail = f.read().decode('utf-8', 'replace')
+    except OSError:
+        return None
+    found = re.findall(r'Epoch\(train\)\s*\[(\d+)\]\[\s*(\d+)/(\d+)\]',
+                       tail)
+    return tuple(map(int, found[-1])) if found else None
+
+
+def schedule_of(config: str) -> dict:
+    """The learning rate and epochs a config trains with as it is."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    return dict(lr=cfg.optim_wrapper.optimizer.lr,
+                epochs=cfg.train_cfg.max_epochs)
+
+
 def log_seconds(text: str):
     """Seconds between the first and the last timestamp of an mmengine log
     (``MM/DD HH:MM:SS``; None without two of them)."""
@@ -91,8 +116,9 @@ def finished_run(job: 'Job'):
     exactly ``job``'s config and options, else None (``--reuse``).
 
     Finished: ``last_checkpoint`` names an existing file. Same run: the
-    config mmengine dumped there has every ``--cfg-options`` value of
-    ``job`` (parsed as tools/train.py parses it)."""
+    config mmengine dumped there has ``job``'s learning rate and epochs and
+    every ``--cfg-options`` value of ``job`` (parsed as tools/train.py
+    parses it)."""
     from mmengine.config import Config, DictAction
     wd = job.work_dir
     last, log = osp.join(wd, 'last_checkpoint'), osp.join(wd, 'train.log')
@@ -103,6 +129,13 @@ def finished_run(job: 'Job'):
         if not osp.isfile(f.read().strip()):
             return None
     cfg = Config.fromfile(dumped).to_dict()
+    if job.lr is not None and \
+            cfg.get('optim_wrapper', {}).get('optimizer', {}).get('lr') \
+            != job.lr:
+        return None  # the config's own schedule changed since
+    if job.epochs is not None and \
+            cfg.get('train_cfg', {}).get('max_epochs') != job.epochs:
+        return None
     for opt in job.options:
         key, value = opt.split('=', 1)
         node = cfg
@@ -127,7 +160,7 @@ class Job:
     row: str           # benchmarks.digits ROWS name
     regime: str        # 'teacher', 'full' or 'few-labels'
     work_dir: str
-    lr: float
+    lr: Optional[float]     # what it trains with (its config's or an option)
     epochs: Optional[int]
     options: List[str]  # --cfg-options key=value
     seed: int = 0
@@ -141,8 +174,12 @@ class JobRunner:
     fields, then ``ok``, ``top1``, ``seconds``, ``log``, ``checkpoint``...):
     they go into results.json as they are."""
 
-    def __init__(self, work_dir: str, jobs: int, reuse: bool = False) -> None:
+    def __init__(self, work_dir: str, jobs: int, reuse: bool = False,
+                 progress_every: float = PROGRESS_EVERY) -> None:
         self.work_dir, self.jobs = work_dir, max(1, jobs)
+        self.progress_every = progress_every
+        self.running = {}  # work dir -> (job, start time)
+        self.durations = []  # seconds of the runs trained in this stage
         self.reuse, self.reused = reuse, set()  # work dirs read from logs
         threads = max(1, (os.cpu_count() or 1) // self.jobs)
         self.env = dict(os.environ, PYTHONUNBUFFERED='1',
@@ -165,12 +202,21 @@ class JobRunner:
             cmd = [sys.executable, 'tools/train.py', job.config,
                    '--work-dir', wd, '--cfg-options', *job.options]
             t0 = time.time()
-            with open(log_path, 'w') as log:
-                proc = subprocess.run(cmd, cwd=ROOT, stdout=log,
-                                      stderr=subprocess.STDOUT, env=self.env)
+            with self._lock:
+                self.running[wd] = (job, t0)
+            try:
+                with open(log_path, 'w') as log:
+                    proc = subprocess.run(cmd, cwd=ROOT, stdout=log,
+                                          stderr=subprocess.STDOUT,
+                                          env=self.env)
+            finally:
+                with self._lock:
+                    self.running.pop(wd, None)
             with open(log_path) as f:
                 text = f.read()
             ok, seconds = proc.returncode == 0, round(time.time() - t0, 1)
+            with self._lock:
+                self.durations.append(seconds)
         res = dict(asdict(job), seconds=seconds, log=log_path, ok=ok,
                    **parse_log(text))
         if reused:
@@ -203,16 +249,63 @@ class JobRunner:
     def _stage_elapsed(self) -> float:
         return time.time() - self._stage_t0
 
+    def progress_line(self) -> str:
+        """What the stage is doing now: each running job's epoch and
+        elapsed time, and an estimate of what is left in the stage (from the
+        running jobs' pace, or the finished runs' mean duration)."""
+        now = time.time()
+        with self._lock:
+            running = list(self.running.values())
+            done, total = self._done, self._total
+            durations = list(self.durations)
+        parts, left, projected = [], 0.0, []
+        for job, t0 in running:
+            pos = log_position(osp.join(job.work_dir, 'train.log'))
+            took = now - t0
+            if pos and job.epochs:
+                e, i, n = pos
+                frac = min(1.0, ((e - 1) * n + i) / (job.epochs * n))
+                parts.append(f'{job.tag} epoch {e}/{job.epochs} '
+                             f'({took:.0f} s)')
+                if frac > 0:
+                    projected.append(took / frac)
+                    left += took / frac - took
+            else:
+                parts.append(f'{job.tag} starting ({took:.0f} s)')
+        queued = total - done - len(running)
+        per_run = (sum(durations) / len(durations) if durations else
+                   sum(projected) / len(projected) if projected else None)
+        eta = ''
+        if per_run is not None:
+            left = (left + queued * per_run) / self.jobs
+            eta = f', about {left:.0f} s left in the stage'
+        return (f'[demo] running: {"; ".join(parts) or "-"} | {done} of '
+                f'{total} done, {queued} queued, {now - self.t0:.0f} s '
+                f'elapsed{eta}')
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        while not stop.wait(self.progress_every):
+            print(self.progress_line(), flush=True)
+
     def run_all(self, jobs: List[Job]) -> List[dict]:
         if not jobs:
             return []
         with self._lock:
             self._done, self._total = 0, len(jobs)
+            self.durations = []
         self._stage_t0 = time.time()
-        print(f'[demo] starting {len(jobs)} run(s), {self.jobs} at a time',
-              flush=True)
-        with cf.ThreadPoolExecutor(self.jobs) as pool:
-            return list(pool.map(self.train, jobs))
+        print(f'[demo] starting {len(jobs)} run(s), {self.jobs} at a time: '
+              + ', '.join(j.tag for j in jobs), flush=True)
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(stop, ),
+                                daemon=True)
+        if self.progress_every > 0:
+            beat.start()
+        try:
+            with cf.ThreadPoolExecutor(self.jobs) as pool:
+                return list(pool.map(self.train, jobs))
+        finally:
+            stop.set()
 
 
 def run_stats(runner: JobRunner, stats_cfg: str, teacher: str, out: str
@@ -274,9 +367,13 @@ def needs_options(row: Row, ckpts: dict) -> list:
     return opts
 
 
-def common(lr: float, epochs: int, seed: int) -> list:
-    return [f'optim_wrapper.optimizer.lr={lr}',
-            f'train_cfg.max_epochs={epochs}',
+def common(lr: Optional[float], epochs: int, seed: int,
+           set_epochs: bool = True) -> list:
+    """Options of every run: validation and checkpoint at the end only, the
+    seed; the learning rate when ``lr`` is given (tuning: otherwise the
+    config's own) and the epochs with ``set_epochs``."""
+    return ([f'optim_wrapper.optimizer.lr={lr}'] if lr is not None else []) \
+        + ([f'train_cfg.max_epochs={epochs}'] if set_epochs else []) + [
             f'train_cfg.val_interval={epochs}',
             f'default_hooks.checkpoint.interval={epochs}',
             f'randomness.seed={seed}']
@@ -288,7 +385,8 @@ class Plan:
     epoch choices (tuned here or read), and the files the teachers left."""
     args: argparse.Namespace
     rows: List[Row]
-    choices: dict
+    choices: dict  # regime -> row -> lr, epochs: what the runs use
+    config_choices: dict  # the same, as the rows' configs have it
     ckpts: dict = field(default_factory=dict)  # row name -> checkpoint
     stats_file: Optional[str] = None
     tune_log: List[dict] = field(default_factory=list)
@@ -299,6 +397,18 @@ class Plan:
 
     def epochs(self, default: int) -> int:
         return self.args.epochs or default
+
+    def schedule(self, regime: str, row: Row, seed: int) -> tuple:
+        """(lr, epochs, options) of a final run of ``row``: its config's
+        own schedule (only ``--epochs`` overrides it), or, after ``--tune``,
+        the choices of this run as options."""
+        if self.args.tune:
+            c = self.choices[regime][row.name]
+            return c['lr'], c['epochs'], common(c['lr'], c['epochs'], seed)
+        own = self.config_choices[regime][row.name]
+        epochs = self.epochs(own['epochs'])
+        return own['lr'], epochs, common(None, epochs, seed,
+                                         set_epochs=bool(self.args.epochs))
 
     def rows_of(self, kind: str) -> List[Row]:
         return [r for r in self.rows if r.kind == kind]
@@ -319,9 +429,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--tune', action='store_true',
                    help='choose lr (and the student\'s epochs) on the '
                    'validation split first')
-    p.add_argument('--choices', default=CHOICES,
-                   help='results.json of a tuned run whose choices to use '
-                   '(without --tune)')
     p.add_argument('--lr-grid', type=float, nargs='+', default=LR_GRID)
     p.add_argument('--only', nargs='+', metavar='ROW',
                    choices=[r.name for r in select(None)],
@@ -342,6 +449,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='read runs already finished in --work-dir with the '
                    'same config and options from their logs (an interrupted '
                    'benchmark goes on where it stopped)')
+    p.add_argument('--progress-every', type=float, default=PROGRESS_EVERY,
+                   metavar='SECONDS', help='print what is running, its epoch '
+                   'and the time left this often (0: only when a run ends)')
     p.add_argument('--report-from', metavar='RESULTS_JSON',
                    help='only write the table and chart again from a '
                    'results.json (no training)')
@@ -351,25 +461,51 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def load_choices(args) -> tuple[dict, str]:
-    """(choices, where they come from): tuned in this run, read from the
-    last tuned run (``--choices``), or defaults."""
+def config_choices(rows: List[Row]) -> dict:
+    """regime -> row -> the lr and epochs of the row's config for that
+    regime (the teachers under 'teacher')."""
+    out = {}
+    for regime in ('teacher', 'full', 'few-labels'):
+        for r in rows:
+            if (r.kind == 'teacher') == (regime == 'teacher') and \
+                    r.kind != 'prep':
+                out.setdefault(regime, {})[r.name] = schedule_of(
+                    r.config_for(regime))
+    return out
+
+
+def load_choices(args, rows: List[Row]) -> tuple[dict, dict, str]:
+    """(choices the runs use, the configs' choices, where the former come
+    from): tuned in this run, or the configs' own schedules."""
+    own = config_choices(rows)
     if args.tune:
-        return {}, 'tuned in this run'
-    path = osp.join(ROOT, args.choices)
-    if osp.isfile(path):
-        with open(path) as f:
-            return json.load(f)['choices'], f'from {args.choices}'
-    return {}, (f'defaults (lr {DEFAULT_LR}; {args.choices} not found: run '
-                'with --tune to choose them)')
+        return {}, own, 'tuned in this run'
+    return own, own, ('the configs\' own schedules (configs/demo/, '
+                      'configs/demo/few_labels/: the committed benchmark\'s '
+                      'choices)')
+
+
+def config_disagreements(plan: Plan) -> List[str]:
+    """Where the choices tuned in this run differ from the configs'."""
+    out = []
+    for regime, rows in plan.choices.items():
+        for name, c in rows.items():
+            own = plan.config_choices.get(regime, {}).get(name)
+            if own and (own['lr'] != c['lr'] or own['epochs'] != c['epochs']):
+                row = next(r for r in plan.rows if r.name == name)
+                out.append(f"{row.config_for(regime)}: tuned lr {c['lr']} / "
+                           f"{c['epochs']} epochs, the config has "
+                           f"{own['lr']} / {own['epochs']}")
+    return out
 
 
 def train_teachers(plan: Plan, runner: JobRunner) -> List[dict]:
     """Stage 1: the teachers on the whole train split (lr tuned on the
     validation split with --tune), evaluated on the test split."""
     teachers = plan.rows_of('teacher')
-    epochs = plan.epochs(plan.choice('teacher', 'teacher', 'epochs',
-                                     TEACHER_EPOCHS))
+    epochs = plan.epochs(plan.config_choices['teacher']['teacher']['epochs']
+                         if 'teacher' in plan.config_choices else
+                         TEACHER_EPOCHS)
     if plan.args.tune and teachers:
         res = runner.run_all([Job(
             tag=f'tune teacher lr {lr}', config=teachers[0].config,
@@ -382,12 +518,15 @@ def train_teachers(plan: Plan, runner: JobRunner) -> List[dict]:
                    key=lambda r: r['top1'])
         plan.choices.setdefault('teacher', {})['teacher'] = dict(
             lr=best['lr'], epochs=epochs)
+    tuned = plan.args.tune
     lr = plan.choice('teacher', 'teacher', 'lr', DEFAULT_LR)
     res = runner.run_all([Job(
         tag=r.name, config=r.config, row=r.name, regime='teacher',
         work_dir=plan.work_dir(r.name), lr=lr, epochs=epochs,
         seed=0 if r.name == 'teacher' else 1,
-        options=common(lr, epochs, 0 if r.name == 'teacher' else 1))
+        options=common(lr if tuned else None, epochs,
+                       0 if r.name == 'teacher' else 1,
+                       set_epochs=tuned or bool(plan.args.epochs)))
         for r in teachers])
     if any(not r['ok'] for r in res):
         raise SystemExit('demo: a teacher failed to train: ' + '; '.join(
@@ -400,12 +539,17 @@ def prepare_teacher_files(plan: Plan, runner: JobRunner) -> None:
     """Stage 2: what the methods read from the teachers (IE-KD stage 1, the
     KD-layer statistics), and the checkpoints under the stable names the
     demo configs use."""
-    res = runner.run_all([Job(
-        tag=r.name, config=r.config, row=r.name, regime='teacher',
-        work_dir=plan.work_dir(r.name), lr=0.1, epochs=None,
-        options=needs_options(r, plan.ckpts) + [
-            f'train_cfg.max_epochs={plan.epochs(8)}'])
-        for r in plan.rows_of('prep')])
+    jobs = []
+    for r in plan.rows_of('prep'):
+        own = schedule_of(r.config)
+        jobs.append(Job(
+            tag=r.name, config=r.config, row=r.name, regime='teacher',
+            work_dir=plan.work_dir(r.name), lr=own['lr'],
+            epochs=plan.epochs(own['epochs']),
+            options=needs_options(r, plan.ckpts) + (
+                [f'train_cfg.max_epochs={plan.args.epochs}']
+                if plan.args.epochs else [])))
+    res = runner.run_all(jobs)
     plan.ckpts.update({r['row']: r['checkpoint'] for r in res if r['ok']})
     for name, path in plan.ckpts.items():
         shutil.copy(path, plan.work_dir(f'{name}.pth'))
@@ -426,7 +570,7 @@ def tune_regime(plan: Plan, runner: JobRunner, regime: str) -> int:
     student = next(r for r in students if r.name == 'student')
     res = runner.run_all([Job(
         tag=f'{regime} tune student lr {lr} epochs {e}',
-        config=student.config, row='student', regime=regime,
+        config=student.config_for(regime), row='student', regime=regime,
         work_dir=plan.work_dir(regime, 'tune', f'student_lr{lr}_e{e}'),
         lr=lr, epochs=e, options=plan.row_options(student) + common(lr, e, 0)
         + data_options(spec['tune']) + VAL) for lr, e in grid])
@@ -438,7 +582,8 @@ def tune_regime(plan: Plan, runner: JobRunner, regime: str) -> int:
                                                           epochs=epochs)
     others = [r for r in students if r.name != 'student']
     res = runner.run_all([Job(
-        tag=f'{regime} tune {r.name} lr {lr}', config=r.config, row=r.name,
+        tag=f'{regime} tune {r.name} lr {lr}', config=r.config_for(regime),
+        row=r.name,
         regime=regime, work_dir=plan.work_dir(regime, 'tune',
                                               f'{r.name}_lr{lr}'),
         lr=lr, epochs=epochs, options=plan.row_options(r) + common(
@@ -453,19 +598,19 @@ def tune_regime(plan: Plan, runner: JobRunner, regime: str) -> int:
     return epochs
 
 
-def final_runs(plan: Plan, runner: JobRunner, regime: str,
-               epochs: int) -> List[dict]:
-    """Stage 4: every row with --seeds seeds, the test split at the end."""
-    spec = REGIMES[regime]
+def final_runs(plan: Plan, runner: JobRunner, regime: str) -> List[dict]:
+    """Stage 4: every row with --seeds seeds, the test split at the end; the
+    regime's data and (without --tune) the schedule come from its config."""
     jobs = []
     for r in plan.rows_of('student'):
-        lr = plan.choice(regime, r.name, 'lr', DEFAULT_LR)
-        jobs += [Job(
-            tag=f'{regime} {r.name} seed {seed}', config=r.config, row=r.name,
-            regime=regime, lr=lr, epochs=epochs, seed=seed,
-            work_dir=plan.work_dir(regime, r.name, f'seed{seed}'),
-            options=plan.row_options(r) + common(lr, epochs, seed)
-            + data_options(spec['final'])) for seed in range(plan.args.seeds)]
+        for seed in range(plan.args.seeds):
+            lr, epochs, opts = plan.schedule(regime, r, seed)
+            jobs.append(Job(
+                tag=f'{regime} {r.name} seed {seed}',
+                config=r.config_for(regime), row=r.name, regime=regime,
+                lr=lr, epochs=epochs, seed=seed,
+                work_dir=plan.work_dir(regime, r.name, f'seed{seed}'),
+                options=plan.row_options(r) + opts))
     return runner.run_all(jobs)
 
 
@@ -477,24 +622,27 @@ def main(argv=None) -> dict:
         write_report(report, args.work_dir, args.results_dir)
         return report
     t_start = time.time()
-    choices, source = load_choices(args)
+    rows = select(args.only, variants=args.tune or args.all_rows)
+    choices, own, source = load_choices(args, rows)
     print(f'[demo] learning rates / epochs: {source}', flush=True)
-    plan = Plan(args, select(args.only, variants=args.tune or args.all_rows),
-                choices)
-    runner = JobRunner(args.work_dir, args.jobs, args.reuse)
+    plan = Plan(args, rows, choices, own)
+    runner = JobRunner(args.work_dir, args.jobs, args.reuse,
+                       args.progress_every)
     os.makedirs(args.work_dir, exist_ok=True)
     teacher_results = train_teachers(plan, runner)
     prepare_teacher_files(plan, runner)
     results = {}
     for regime in (['full', 'few-labels'] if args.regime == 'both' else
                    [args.regime]):
-        epochs = plan.epochs(plan.choice(regime, 'student', 'epochs',
-                                         REGIMES[regime]['epochs']))
         if args.tune:
-            epochs = tune_regime(plan, runner, regime)
+            tune_regime(plan, runner, regime)
         results[regime] = summarize_regime(
-            plan.rows, final_runs(plan, runner, regime, epochs),
-            teacher_results)
+            plan.rows, final_runs(plan, runner, regime), teacher_results)
+    disagree = config_disagreements(plan) if args.tune else []
+    for line in disagree:
+        print('[demo] the tuned choice differs from the config (write it '
+              'there: make demo trains the configs as they are): ' + line,
+              flush=True)
     report = dict(
         date=time.strftime('%Y-%m-%d'),
         command='python tools/demo.py ' + ' '.join(
@@ -504,6 +652,7 @@ def main(argv=None) -> dict:
         seconds=round(time.time() - t_start), jobs=args.jobs,
         reused_runs=len(runner.reused),
         choices_source=source, choices=plan.choices,
+        configs_disagree=disagree,
         lr_grid=list(args.lr_grid), results=results,
         tuning=[{k: t.get(k) for k in ('row', 'regime', 'lr', 'epochs',
                                        'top1', 'seconds', 'loss_tail')}

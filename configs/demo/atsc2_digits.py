@@ -16,3 +16,4 @@ model = dict(
         dict(type='ATSCProjector', in_channels=32, out_channels=128),
         dict(type='ATSCProjector', in_channels=32, out_channels=128),
     ])
+# Schedule: that of atsc_digits.py (not tuned for this variant by the benchmark).

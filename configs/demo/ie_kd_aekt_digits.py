@@ -12,3 +12,4 @@ model = dict(
         teacher_recorders=_aekt['teacher_recorders'],
         distill_losses=_aekt['distill_losses'],
         loss_forward_mappings=_aekt['loss_forward_mappings']))
+# Schedule: that of ie_kd_digits.py (not tuned for this variant by the benchmark).

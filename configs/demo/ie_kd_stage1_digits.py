@@ -27,6 +27,8 @@ model = dict(
 # DDP: the student runs (under no_grad) but is not trained in stage 1; only
 # this config needs DDP to tolerate parameters without gradients
 find_unused_parameters = True
+# stage 1's own short schedule (not tuned: the auto-encoder converges in it)
+optim_wrapper = dict(optimizer=dict(lr=0.05))
 train_cfg = dict(max_epochs=8, val_interval=100)
 # only the auto-encoder learns: no accuracy to validate or test (mmengine
 # needs each loader, its loop config and its evaluator all set or all None)

@@ -17,3 +17,4 @@ model = dict(
         distill_losses=dict(loss_penult=_d['distill_losses']['loss_penult']),
         loss_forward_mappings=dict(
             loss_penult=_d['loss_forward_mappings']['loss_penult'])))
+# Schedule: that of kd_layer_digits.py (not tuned for this variant by the benchmark).

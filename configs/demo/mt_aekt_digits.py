@@ -17,3 +17,8 @@ model = dict(
                    'work_dirs/demo/teacher2.pth'],
     combine='confidence',
     distiller=_m.distiller)
+# Schedule: the learning rate and epochs that the committed Digits benchmark
+# chose on its validation split (full regime; docs/results/
+# digits_benchmark.json; tests/test_digits_benchmark.py checks that they agree).
+optim_wrapper = dict(optimizer=dict(lr=0.1))
+train_cfg = dict(max_epochs=24)

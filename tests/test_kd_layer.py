@@ -582,6 +582,7 @@ def test_three_steps_equal_the_official_training_step(tmp_path):
     _official_letkd_steps(stu, bow, value, fc, teacher, centers_p, 1.0,
                           batches, lr=0.05)
     start = copy.deepcopy(model.student.state_dict())
+    cfg.optim_wrapper.optimizer.lr = 0.05  # the official steps' lr
     ow = build_optim_wrapper(model, cfg.optim_wrapper)
     model.train()
     for r in raw:

@@ -200,6 +200,14 @@ def _plan(shapes: dict, student_hw: dict, labels_all: np.ndarray,
     return pooled_to, quota
 
 
+def teacher_type(spec) -> str:
+    """The teacher backbone's type, recorded in the statistics file: from
+    its config dict, or the model-zoo name it was given by."""
+    if isinstance(spec, str):
+        return spec
+    return str(spec['backbone']['type'])
+
+
 def _feature_source(cfg, teacher_ckpt: str, layers: dict, spec: dict,
                     log: Callable):
     """The teacher on its device (its ``layers`` checked), the run's data
@@ -221,6 +229,12 @@ def _feature_source(cfg, teacher_ckpt: str, layers: dict, spec: dict,
                               f'is not a module of the teacher.\n  Fix: use '
                               f'one of its modules, e.g. {near[:8]}')
     preproc = PT_MODELS.build(cfg.data_preprocessor).to(device)
+    adapt = cfg.model.get('teacher_input')
+    if adapt:  # the teacher sees what it sees in the distillation
+        from .algorithms.teacher_input import TeacherInput
+        teacher_input = TeacherInput(preproc, **adapt).to(device)
+        inner = teacher.extract_feat
+        teacher.extract_feat = lambda x, **kw: inner(teacher_input(x), **kw)
     log(f'[kd_layer_stats] teacher on {device}')
     train = cfg.train_dataloader
     loader = Runner.build_dataloader(dict(
@@ -431,8 +445,9 @@ def _compute(cfg, teacher_ckpt, out, max_locations, log) -> dict:
     classes = list(dataset_meta.get('classes') or [])
     num_classes = len(classes) or int(max(labels[kinds[0]]) + 1)
     arrays, meta = {}, dict(
-        kinds=kinds, teacher_ckpt=osp.abspath(teacher_ckpt),
-        teacher_type=cfg.model.teacher['backbone']['type'],
+        kinds=kinds, teacher_ckpt=(teacher_ckpt if '://' in teacher_ckpt
+                                   else osp.abspath(teacher_ckpt)),
+        teacher_type=teacher_type(cfg.model.teacher),
         layers=layers, num_classes=num_classes, classes=classes,
         pooled_to={k: (list(v) if v else None) for k, v in pooled_to.items()},
         max_memory_gb=float(spec.get('max_memory_gb', 8.0)),
@@ -502,7 +517,7 @@ def synthetic_stats(cfg, out: str, size: int = 32, seed: int = 0) -> dict:
         h.remove()
     arrays = {}
     meta = dict(kinds=kinds, synthetic=True, num_classes=num_classes or 0,
-                classes=[], teacher_type=cfg.model.teacher['backbone']['type'])
+                classes=[], teacher_type=teacher_type(cfg.model.teacher))
     if 'penultimate' in kinds:
         arrays['penult_centers'] = rng.normal(
             size=(shapes['penultimate'], widths['penultimate'])).astype(

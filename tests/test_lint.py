@@ -33,7 +33,7 @@ LAYER = {
     'compat': 1,
     'losses': 2, 'connectors': 2, 'models': 2, 'datasets': 2,
     'algorithms': 3, 'export': 3, 'kd_layer_stats': 3,
-    'engine': 4,
+    'engine': 4, 'distill_config': 4,
 }
 
 

@@ -47,8 +47,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from mmengine.registry import init_default_scope
     cfg = load_config_with_options(args.config, args.cfg_options)
-    need_file(args.teacher_ckpt, 'teacher checkpoint', 'pass the teacher\'s '
-              '.pth (the one the distillation config uses as teacher_ckpt)')
+    if '://' not in args.teacher_ckpt:  # a URL: mmengine downloads it
+        need_file(args.teacher_ckpt, 'teacher checkpoint', 'pass the '
+                  'teacher\'s .pth (the one the distillation config uses as '
+                  'teacher_ckpt), or its URL')
     out_file(args.out, 'OUT.npz')
     check_data(cfg, ('train_dataloader', ))
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))

@@ -329,8 +329,9 @@ class ATSC(BaseAlgorithm):
         student = copy.deepcopy(model_cfg['architecture'])
         projs = model_cfg['projectors']
         projs = as_list(projs)
-        teachers = as_list(model_cfg['teachers'])
-        num_classes = teachers[0]['head']['num_classes']
+        # the classes of the shared classifier: its weight (num_classes, C);
+        # a teacher may be a model-zoo name, not a dict with its head
+        num_classes = int(state['teachers.0.head.fc.weight'].shape[0])
         student.pop('neck', None)
         student['neck'] = None
         student['head'] = dict(

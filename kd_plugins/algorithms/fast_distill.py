@@ -19,7 +19,11 @@ switches with ``type='FastDistill'``; checkpoints load either way), plus:
 * non-blocking host-to-device copies of the (pinned) batches;
 * ``compile``: ``torch.compile`` the student and teacher modules in place
   (``True`` or a dict of ``torch.compile`` options); state-dict keys do not
-  change, so checkpoints stay compatible.
+  change, so checkpoints stay compatible;
+* ``teacher_input=dict(mean=..., std=..., to_rgb=..., size=...)``: a teacher
+  trained with another normalisation or input size gets the student's batch
+  re-normalised and resized (:mod:`.teacher_input`); the images are loaded
+  and augmented once.
 
 Under ``--amp`` the whole step (teacher included) runs in mmengine's autocast
 context. The teacher is never recomputed: one forward per step, its outputs
@@ -37,6 +41,7 @@ from mmrazor.registry import MODELS
 
 from ..errors import ConfigError
 from ..utils.teacher import build_teacher
+from .teacher_input import TeacherInput
 
 DTYPES = {None: None, 'fp32': None, 'bf16': torch.bfloat16,
           'bfloat16': torch.bfloat16, 'fp16': torch.float16,
@@ -74,6 +79,9 @@ class FastDistill(SingleTeacherDistill):
             backbone, neck and head without the loss. Use 'loss' only if a
             teacher recorder needs the loss module's inputs.
         compile: ``torch.compile`` student and teacher (bool or options).
+        teacher_input: the teacher's own preprocessing when it differs from
+            the student's: ``dict(mean, std, to_rgb, size)`` (each optional;
+            :class:`~kd_plugins.algorithms.teacher_input.TeacherInput`).
         **kwargs: ``SingleTeacherDistill`` arguments (architecture, teacher,
             teacher_ckpt, distiller, ...). ``teacher`` may also be the name of
             an mmpretrain model-zoo model (``'resnet34_8xb32_in1k'``, as in
@@ -86,7 +94,8 @@ class FastDistill(SingleTeacherDistill):
     def __init__(self, channels_last: Optional[bool] = None,
                  teacher_dtype: Optional[str] = None,
                  teacher_mode: str = 'tensor',
-                 compile: Union[bool, dict] = False, **kwargs) -> None:
+                 compile: Union[bool, dict] = False,
+                 teacher_input: Optional[dict] = None, **kwargs) -> None:
         if kwargs.get('teacher_trainable', False):
             raise ConfigError(
                 'FastDistill runs a frozen teacher; teacher_trainable=True '
@@ -99,8 +108,22 @@ class FastDistill(SingleTeacherDistill):
         kwargs['teacher'] = build_teacher(kwargs.get('teacher'),
                                           kwargs.pop('teacher_ckpt', None))
         super().__init__(**kwargs)
+        self._setup_teacher_input(teacher_input)
         self._setup_fast_path(channels_last, teacher_dtype, teacher_mode,
                               compile)
+
+    def _setup_teacher_input(self, teacher_input: Optional[dict]) -> None:
+        if teacher_input is not None and not isinstance(teacher_input, dict):
+            raise ConfigError('teacher_input must be a dict(mean=..., '
+                              'std=..., to_rgb=..., size=...), got '
+                              f'{teacher_input!r}.')
+        unknown = set(teacher_input or {}) - {'mean', 'std', 'to_rgb', 'size'}
+        if unknown:
+            raise ConfigError(f'teacher_input takes mean, std, to_rgb and '
+                              f'size; got {sorted(unknown)}.')
+        self.teacher_input = (TeacherInput(self.data_preprocessor,
+                                           **teacher_input)
+                              if teacher_input else None)
 
     def _setup_fast_path(self, channels_last, teacher_dtype, teacher_mode,
                          compile) -> None:
@@ -132,6 +155,8 @@ class FastDistill(SingleTeacherDistill):
     def _teacher_forward(self, batch_inputs: torch.Tensor,
                          data_samples) -> None:
         inputs = batch_inputs
+        if self.teacher_input is not None:
+            inputs = self.teacher_input(inputs)
         if self.teacher_dtype is not None:
             inputs = inputs.to(self.teacher_dtype)
         with self.distiller.teacher_recorders, self.distiller.deliveries, \

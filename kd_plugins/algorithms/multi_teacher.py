@@ -111,6 +111,7 @@ class MultiTeacherDistill(FastDistill):
             (default 1/K each).
         channels_last, teacher_dtype, teacher_mode, compile: the fast path,
             as :class:`FastDistill`.
+        teacher_input: as :class:`FastDistill` (one for all teachers).
         distiller, architecture, data_preprocessor, ...: as mmrazor's
             ``SingleTeacherDistill`` (``student_trainable``,
             ``calculate_student_loss``).
@@ -127,6 +128,7 @@ class MultiTeacherDistill(FastDistill):
                  teacher_dtype: Optional[str] = None,
                  teacher_mode: str = 'tensor',
                  compile: Union[bool, dict] = False,
+                 teacher_input: Optional[dict] = None,
                  student_trainable: bool = True,
                  calculate_student_loss: bool = True,
                  teacher_module_inplace: bool = False,
@@ -152,7 +154,8 @@ class MultiTeacherDistill(FastDistill):
         super().__init__(
             distiller=distiller, teacher=built[0], channels_last=channels_last,
             teacher_dtype=teacher_dtype, teacher_mode=teacher_mode,
-            compile=compile, student_trainable=student_trainable,
+            compile=compile, teacher_input=teacher_input,
+            student_trainable=student_trainable,
             calculate_student_loss=calculate_student_loss,
             teacher_module_inplace=teacher_module_inplace, **kwargs)
         # ... and the others the same set-up, each with its own recorder

@@ -105,8 +105,10 @@ def resolve_student(arg: str, out_dir: str) -> Tuple[Config, str, str]:
     root = mim_configs()
     if osp.abspath(path).startswith(root + os.sep):
         base = 'mmpretrain::' + osp.relpath(path, root)
-    else:
+    else:  # relative when near (a project's configs/), else absolute
         base = osp.relpath(osp.abspath(path), osp.abspath(out_dir))
+        if base.startswith(osp.join('..', '..', '..')):
+            base = osp.abspath(path)
     cfg = Config.fromfile(path)
     model = cfg.get('model') or {}
     kind = str(model.get('type', '')).split('.')[-1]
@@ -834,25 +836,45 @@ def make_plan(req: Request) -> Plan:
     return plan
 
 
-def write(req: Request) -> List[str]:
-    """Write the config(s) of ``req``; return their paths."""
+def write(req: Request, keep_same: bool = False) -> List[str]:
+    """Write the config(s) of ``req``; return their paths. With
+    ``keep_same`` (``tools/train.py --distill``), a file already there must
+    hold what would be written (the command line changed, or the user
+    edited it: refused, not overwritten)."""
     plan = make_plan(req)
     model = PLANNERS[req.method](plan)
     out_dir = osp.dirname(osp.abspath(req.out))
     os.makedirs(out_dir, exist_ok=True)
-    written = []
+    files = {}
     if req.method == 'ie_kd':
-        path = osp.join(out_dir, f'{plan.stem}_stage1.py')
-        _write(path, render_stage1(plan))
-        written.append(path)
-    _write(req.out, render(plan, model))
-    return written + [req.out]
+        files[osp.join(out_dir, f'{plan.stem}_stage1.py')] = \
+            render_stage1(plan)
+    files[req.out] = render(plan, model)
+    for path, text in files.items():
+        _write(path, text, keep_same)
+    return list(files)
 
 
-def _write(path: str, text: str) -> None:
+def _body(text: str) -> str:
+    """A written config without its header (which has the date)."""
+    return '\n'.join(line for line in text.splitlines()
+                     if not line.startswith('#'))
+
+
+def _write(path: str, text: str, keep_same: bool = False) -> None:
     compile(text, path, 'exec')  # a generator bug fails here, not later
-    with open(path, 'w') as f:
+    if keep_same and osp.isfile(path):
+        with open(path) as f:
+            if _body(f.read()) == _body(text):
+                return
+        raise ArgumentError(
+            f'{path} exists and differs from the config these options write '
+            '(edited, or other options).\n  Fix: train it as it is: python '
+            f'tools/train.py {path} [--resume]; or another --work-dir.')
+    tmp = f'{path}.tmp{os.getpid()}'  # atomic: ranks may write at once
+    with open(tmp, 'w') as f:
         f.write(text)
+    os.replace(tmp, path)
 
 
 __all__ = ['METHODS', 'Request', 'write', 'make_plan', 'inspect_net', 'Net',

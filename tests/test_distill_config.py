@@ -359,24 +359,70 @@ def test_timm_backbone_student(tmp_path):
 
 def test_written_config_trains_with_both_train_scripts(tmp_path):
     """The Digits student config + its teacher config (random weights):
-    kd_plugins' tools/train.py and mmpretrain's own tools/train.py train
-    the written config as it is (two short epochs), and the student exports."""
+    mmpretrain's own tools/train.py trains the written config as it is, and
+    kd_plugins' tools/train.py --distill writes the same config and trains
+    it (two short epochs each); the student of the run exports."""
     import mmpretrain
+
+    from kd_plugins.export import export_student
+    student = 'configs/demo/student_digits.py'
+    teacher = ['--teacher', 'configs/demo/teacher_digits.py',
+               '--teacher-ckpt', 'none']
     out = str(tmp_path / 'kd_digits_written.py')
-    run_tool(['tools/distill_config.py', 'configs/demo/student_digits.py',
-              '--method', 'kd', '--teacher', 'configs/demo/teacher_digits.py',
-              '--teacher-ckpt', 'none', '-o', out])
+    load_tool('distill_config').main([osp.join(ROOT, student), '--method',
+                                      'kd', '-o', out] + teacher)
     short = ['--cfg-options', 'train_cfg.max_epochs=2',
              'train_dataloader.dataset.num_per_class=10']
-    ours = str(tmp_path / 'ours')
-    run_tool(['tools/train.py', out, '--work-dir', ours] + short)
     theirs = str(tmp_path / 'theirs')
     mim_train = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools',
                          'train.py')
     proc = run_tool([mim_train, out, '--work-dir', theirs] + short)
     assert 'Epoch(train)' in proc.stdout + proc.stderr
+    ours = str(tmp_path / 'ours')
+    one_step = [student, '--distill', 'kd', *teacher, '--work-dir', ours]
+    run_tool(['tools/train.py', *one_step, *short])
+    written = osp.join(ours, 'distill', 'student_digits_kd.py')
+
+    def body(path):
+        return [line for line in open(path) if not line.startswith('#')]
+    assert body(written)[1:] == body(out)[1:]  # (_base_: relative to each)
     for wd in (ours, theirs):
         assert osp.isfile(osp.join(wd, 'epoch_2.pth')), wd
-    run_tool(['tools/export_student.py', out, osp.join(theirs, 'epoch_2.pth'),
-              str(tmp_path / 'export')])
+    export_student(out, osp.join(theirs, 'epoch_2.pth'),
+                   str(tmp_path / 'export'))
     assert osp.isfile(str(tmp_path / 'export' / 'student.pth'))
+    # the same command again (a resume) keeps the same config; a config
+    # the user edited since is not overwritten
+    train = load_tool('train')
+    args = train.parse_args(one_step)
+    args.config = osp.join(ROOT, student)
+    assert train.distill_config(args) == written
+    open(written, 'a').write('foo = 1  # edited\n')
+    with pytest.raises(ArgumentError, match='exists and differs'):
+        train.distill_config(args)
+
+
+def test_docs_one_step_commands_write_configs_as_documented(tmp_path):
+    """docs/training.md's one-step commands, as written (the user's own
+    files of the last one made here), write configs that load."""
+    import re
+    import shlex
+    text = open(osp.join(ROOT, 'docs', 'training.md')).read()
+    section = text.split('## Distil any mmpretrain model in one step')[1]
+    block = re.search(r'```bash\n(.*?)```', section, re.S).group(1)
+    commands = [c for c in re.sub(r'\\\n\s*', ' ', block).splitlines()
+                if c.startswith('python tools/distill_config.py')]
+    assert len(commands) == 3, commands
+    r18 = Config.fromfile(osp.join(
+        __import__('kd_plugins.distill_config').distill_config.mim_configs(),
+        'resnet', 'resnet18_8xb32_in1k.py'))
+    r18.dump(str(tmp_path / 'my_student.py'))
+    r18.dump(str(tmp_path / 'my_teacher.py'))
+    tool = load_tool('distill_config')
+    for cmd in commands:
+        args = shlex.split(cmd)[2:]
+        args = [str(tmp_path / a) if a.startswith(('my_', 'work_dirs/'))
+                else a for a in args]
+        out = tool.main(args)
+        cfg = Config.fromfile(out)
+        assert cfg.model._scope_ == 'mmrazor' and cfg.custom_imports

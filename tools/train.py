@@ -5,11 +5,16 @@
     python tools/train.py CONFIG --auto-resume       # resume if there is one
     python tools/train.py CONFIG --amp bf16 \
         --cfg-options model.teacher_ckpt=T.pth
+    # distil into any mmpretrain classifier config (the student) in one step:
+    # the config tools/distill_config.py writes, in the work dir, trained
+    python tools/train.py STUDENT_CONFIG --distill kd \
+        --teacher resnet50_8xb32_in1k [--teacher-ckpt PATH]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import os.path as osp
 
 from _common import (Config, add_common_args, build_runner, close_dist,
                      default_dataloader_cfgs, load_config, need_file, out_dir,
@@ -19,6 +24,40 @@ from kd_plugins.engine.preemption import (PreemptionHook, TrainingPreempted,
                                           resumable_train_cfg)
 from kd_plugins.engine.preflight import check_resume
 from kd_plugins.errors import PreflightError
+
+# methods that train in one run (kd_layer needs its statistics first, IE-KD
+# its stage 1: tools/distill_config.py writes their configs and steps)
+ONE_STEP = ('kd', 'aekt', 'atsc', 'mt_kd')
+
+
+def distill_config(args) -> str:
+    """--distill: the config tools/distill_config.py would write, at
+    WORK_DIR/distill/<student>_<method>.py (default work dir:
+    work_dirs/<that name>, as for any config; the runner dumps the full
+    config beside it as usual). An existing file must be the same (a
+    resumed run), not one the user edited."""
+    from kd_plugins.distill_config import Request, write
+    from kd_plugins.errors import ArgumentError
+    if not args.teacher:
+        raise ArgumentError('--distill needs --teacher NAME_OR_CONFIG.')
+    name = (f'{osp.splitext(osp.basename(args.config))[0]}_'
+            f'{args.distill}')
+    work_dir = args.work_dir or osp.join('work_dirs', name)
+    out = osp.join(work_dir, 'distill', f'{name}.py')
+    req = Request(student=args.config, method=args.distill,
+                  teachers=args.teacher, out=out,
+                  teacher_ckpts=args.teacher_ckpt,
+                  command='python tools/distill_config.py ' + ' '.join(
+                      [args.config, '--method', args.distill] +
+                      [f'--teacher {t}' for t in args.teacher] +
+                      [f'--teacher-ckpt {c}' for c in args.teacher_ckpt] +
+                      ['-o', out]))
+    write(req, keep_same=True)
+    print(f'kd_plugins: --distill {args.distill}: training {out} (the '
+          'config tools/distill_config.py writes; its header says what was '
+          'found)', flush=True)
+    args.work_dir = work_dir
+    return out
 
 
 def parse_args(argv=None):
@@ -43,6 +82,15 @@ def parse_args(argv=None):
                         help='scale the lr by actual / base batch size')
     parser.add_argument('--no-pin-memory', action='store_true')
     parser.add_argument('--no-persistent-workers', action='store_true')
+    parser.add_argument(
+        '--distill', choices=ONE_STEP,
+        help='CONFIG is the student: write the distillation config as '
+        'tools/distill_config.py does (into the work dir) and train it')
+    parser.add_argument('--teacher', action='append', default=[],
+                        help='with --distill: a model-zoo name or config '
+                        '(repeat for mt_kd / atsc)')
+    parser.add_argument('--teacher-ckpt', action='append', default=[],
+                        help='with --distill: checkpoint per --teacher')
     add_common_args(parser)
     args = parser.parse_args(argv)
     set_local_rank(args)
@@ -115,6 +163,12 @@ def main(argv=None):
         need_file(args.resume, '--resume checkpoint',
                   'pass a checkpoint of this run (work_dirs/<config>/'
                   'epoch_N.pth), or --resume alone for the latest one')
+    if args.distill:
+        args.config = distill_config(args)
+    elif args.teacher or args.teacher_ckpt:
+        from kd_plugins.errors import ArgumentError
+        raise ArgumentError('--teacher / --teacher-ckpt go with --distill '
+                            'METHOD (CONFIG is then the student).')
     cfg = merge_args(load_config(args.config), args)
     out_dir(cfg.work_dir, '--work-dir')
     preflight(cfg, mode='train')

@@ -226,3 +226,38 @@ def test_progress_line_names_running_jobs_epochs_and_time_left(tmp_path):
     left = float(line.rsplit('about ', 1)[1].split(' s left')[0])
     assert left == pytest.approx((100 * 460 / 102 - 100 + 100 * 460 / 102)
                                  / 2, abs=1)
+
+
+def test_demo_pool_starts_a_run_after_the_files_it_reads(tmp_path):
+    """make demo runs IE-KD stage 1 and the KD-layer statistics in the
+    final stage's pool, beside the rows that do not need them: a row that
+    reads their files starts when they have ended (and gets the options
+    naming them then); one whose input failed is not run."""
+    import sys
+
+    from tests.conftest import load_tool
+    demo = load_tool('demo')
+    runner = demo.JobRunner(str(tmp_path), jobs=2, progress_every=0)
+    made = tmp_path / 'stage1.pth'
+    box = {}
+
+    def job(tag, code, **kw):
+        return demo.Job(tag=tag, config='-', row=tag, regime='teacher',
+                        work_dir=str(tmp_path / tag), lr=None, epochs=None,
+                        options=[], cmd=[sys.executable, '-c', code], **kw)
+    prep = job('prep', f'import time; time.sleep(1); '
+               f'open({str(made)!r}, "w").write("x")',
+               done=lambda res: box.update(path=str(made)))
+    bad = job('bad', 'raise SystemExit(3)')
+    # with two workers, 'reads' would start at once without the wait
+    reads = job('reads', f'import os, sys; sys.exit(0 if os.path.exists('
+                f'{str(made)!r}) else 4)', after=('prep', ),
+                late=lambda: [f'stage1={box["path"]}'])
+    orphan = job('orphan', 'pass', after=('bad', ))
+    res = {r['tag']: r for r in runner.run_all([prep, bad, reads, orphan])}
+    assert res['prep']['ok'] and res['reads']['ok'], res
+    assert res['reads']['options'] == [f'stage1={made}']
+    assert not res['bad']['ok']
+    assert not res['orphan']['ok'] and 'needs bad' in res['orphan']['error']
+    with pytest.raises(ValueError, match='not before it'):
+        runner.run_all([reads, prep])

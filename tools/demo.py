@@ -34,8 +34,8 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from typing import List, Optional
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, List, Optional, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
@@ -47,6 +47,7 @@ from benchmarks.digits import (DEFAULT_LR, LR_GRID, REGIMES,  # noqa: E402
                                verdict)
 
 PROGRESS_EVERY = 30  # seconds between two progress lines of a stage
+DEMO_BUDGET = 600  # seconds: what make demo may take on a 2-core machine
 VAL = ['val_dataloader.dataset.split=val',
        'val_dataloader.dataset.val_per_class=28']
 
@@ -154,7 +155,8 @@ def finished_run(job: 'Job'):
 
 @dataclass
 class Job:
-    """One tools/train.py run of the demo."""
+    """One tools/train.py run of the demo (or, with ``cmd``, another
+    command: the KD-layer statistics)."""
     tag: str           # what the log line calls it
     config: str
     row: str           # benchmarks.digits ROWS name
@@ -164,6 +166,19 @@ class Job:
     epochs: Optional[int]
     options: List[str]  # --cfg-options key=value
     seed: int = 0
+    # the jobs (tags) of the same stage whose files it needs: it starts
+    # when they have ended, and ``late`` then gives the options naming
+    # those files; ``done`` gets the job's result before its dependents
+    # start (what they read: checkpoints, the statistics file)
+    after: Tuple[str, ...] = ()
+    late: Optional[Callable[[], List[str]]] = None
+    done: Optional[Callable[[dict], None]] = None
+    cmd: Optional[List[str]] = None
+    reusable: Optional[Callable[[], bool]] = None  # for a ``cmd`` job
+
+
+# Job fields that are not results (callables, the command)
+CONTROL = ('after', 'late', 'done', 'cmd', 'reusable')
 
 
 class JobRunner:
@@ -188,19 +203,54 @@ class JobRunner:
         self.t0 = time.time()
         self._lock = threading.Lock()
         self._done = self._total = 0
+        self._ended, self._results = {}, {}  # tag -> Event, result
 
     def train(self, job: Job) -> dict:
+        res = None
+        try:
+            for tag in job.after:  # its inputs first
+                self._ended[tag].wait()
+                if not self._results[tag]['ok']:
+                    res = dict(self._fields(job), ok=False, seconds=None,
+                               log=self._results[tag]['log'], top1=None,
+                               error=f'needs {tag}, which failed')
+                    print(f'[demo] {job.tag}: not run: it needs {tag}, '
+                          'which failed' + self._progress(), flush=True)
+                    return res
+            if job.late:
+                job = replace(job, options=job.options + job.late())
+            res = self._run(job)
+            if res['ok'] and job.done:
+                job.done(res)
+            return res
+        finally:
+            with self._lock:
+                self._results[job.tag] = res or dict(ok=False, log=None)
+            if job.tag in self._ended:
+                self._ended[job.tag].set()
+
+    @staticmethod
+    def _fields(job: Job) -> dict:
+        return {k: v for k, v in asdict(job).items() if k not in CONTROL}
+
+    def _run(self, job: Job) -> dict:
         wd = job.work_dir
         os.makedirs(wd, exist_ok=True)
         log_path = osp.join(wd, 'train.log')
-        text = finished_run(job) if self.reuse else None
-        reused = text is not None
+        if job.cmd:
+            reused = self.reuse and job.reusable is not None and \
+                job.reusable()
+            text = '' if reused else None
+        else:
+            text = finished_run(job) if self.reuse else None
+            reused = text is not None
         if reused:
             ok, seconds = True, log_seconds(text)
             self.reused.add(wd)
         else:
-            cmd = [sys.executable, 'tools/train.py', job.config,
-                   '--work-dir', wd, '--cfg-options', *job.options]
+            cmd = job.cmd or [sys.executable, 'tools/train.py', job.config,
+                              '--work-dir', wd, '--cfg-options',
+                              *job.options]
             t0 = time.time()
             with self._lock:
                 self.running[wd] = (job, t0)
@@ -217,15 +267,16 @@ class JobRunner:
             ok, seconds = proc.returncode == 0, round(time.time() - t0, 1)
             with self._lock:
                 self.durations.append(seconds)
-        res = dict(asdict(job), seconds=seconds, log=log_path, ok=ok,
+        res = dict(self._fields(job), seconds=seconds, log=log_path, ok=ok,
                    **parse_log(text))
         if reused:
             res['reused'] = True
-        if ok:
+        if ok and not job.cmd:
             with open(osp.join(wd, 'last_checkpoint')) as f:
                 res['checkpoint'] = f.read().strip()
         else:
-            tail = '\n'.join(text.splitlines()[-3:])
+            tail = '\n'.join(text.splitlines()[-3:]) or \
+                f'exit status {proc.returncode}, no output'
             res['error'] = tail
         status = (f"top-1 {res['top1']:.2f}" if res.get('top1') is not None
                   else ('FAILED: ' + tail.splitlines()[-1][:160]
@@ -290,9 +341,18 @@ class JobRunner:
     def run_all(self, jobs: List[Job]) -> List[dict]:
         if not jobs:
             return []
+        seen = set()
+        for j in jobs:  # inputs first: a waiting job never blocks them
+            missing = [t for t in j.after if t not in seen]
+            if missing:
+                raise ValueError(f'{j.tag} needs {missing}, which are not '
+                                 'before it in this stage')
+            seen.add(j.tag)
         with self._lock:
             self._done, self._total = 0, len(jobs)
             self.durations = []
+            self._ended = {j.tag: threading.Event() for j in jobs}
+            self._results = {}
         self._stage_t0 = time.time()
         print(f'[demo] starting {len(jobs)} run(s), {self.jobs} at a time: '
               + ', '.join(j.tag for j in jobs), flush=True)
@@ -306,23 +366,6 @@ class JobRunner:
                 return list(pool.map(self.train, jobs))
         finally:
             stop.set()
-
-
-def run_stats(runner: JobRunner, stats_cfg: str, teacher: str, out: str
-              ) -> None:
-    log = out.replace('.npz', '.log')
-    if runner.reuse and osp.isfile(out) and \
-            osp.getmtime(out) > osp.getmtime(teacher):
-        print(f'[demo] kd_layer statistics: reused {out}', flush=True)
-        return
-    with open(log, 'w') as f:
-        proc = subprocess.run(
-            [sys.executable, 'tools/kd_layer_stats.py', stats_cfg, teacher,
-             out], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-            env=runner.env)
-    if proc.returncode:
-        raise SystemExit(f'demo: the KD-layer statistics failed; see {log}')
-    print(f'[demo] kd_layer statistics: {out}', flush=True)
 
 
 def evaluate_adapted_teacher(config: str, checkpoint: str, k: int) -> float:
@@ -532,31 +575,81 @@ def train_teachers(plan: Plan, runner: JobRunner) -> List[dict]:
         raise SystemExit('demo: a teacher failed to train: ' + '; '.join(
             r['log'] for r in res if not r['ok']))
     plan.ckpts.update({r['row']: r['checkpoint'] for r in res})
+    for r in res:  # the stable names the demo configs read
+        shutil.copy(r['checkpoint'], plan.work_dir(f"{r['row']}.pth"))
     return res
 
 
-def prepare_teacher_files(plan: Plan, runner: JobRunner) -> None:
+STATS = 'kd_layer_stats'  # the tag of the statistics job
+
+
+def prep_jobs(plan: Plan) -> List[Job]:
     """Stage 2: what the methods read from the teachers (IE-KD stage 1, the
-    KD-layer statistics), and the checkpoints under the stable names the
-    demo configs use."""
+    KD-layer statistics). Without --tune they run in the final stage's
+    pool, first, beside the rows that do not need them; each, when done,
+    puts its file where the rows' options and the demo configs look
+    (``WORK_DIR/<name>.pth``, ``WORK_DIR/kd_layer_stats.npz``)."""
     jobs = []
     for r in plan.rows_of('prep'):
         own = schedule_of(r.config)
+
+        def done(res, name=r.name):
+            plan.ckpts[name] = res['checkpoint']
+            shutil.copy(res['checkpoint'], plan.work_dir(f'{name}.pth'))
         jobs.append(Job(
             tag=r.name, config=r.config, row=r.name, regime='teacher',
             work_dir=plan.work_dir(r.name), lr=own['lr'],
             epochs=plan.epochs(own['epochs']),
             options=needs_options(r, plan.ckpts) + (
                 [f'train_cfg.max_epochs={plan.args.epochs}']
-                if plan.args.epochs else [])))
-    res = runner.run_all(jobs)
-    plan.ckpts.update({r['row']: r['checkpoint'] for r in res if r['ok']})
-    for name, path in plan.ckpts.items():
-        shutil.copy(path, plan.work_dir(f'{name}.pth'))
+                if plan.args.epochs else []), done=done))
     if any(r.stats_keys for r in plan.rows):
-        plan.stats_file = plan.work_dir('kd_layer_stats.npz')
-        run_stats(runner, next(r.config for r in plan.rows if r.stats_keys),
-                  plan.ckpts['teacher'], plan.stats_file)
+        out = plan.work_dir('kd_layer_stats.npz')
+        config = next(r.config for r in plan.rows if r.stats_keys)
+        teacher = plan.ckpts['teacher']
+
+        def stats_done(res):
+            plan.stats_file = out
+        jobs.append(Job(
+            tag=STATS, config=config, row=STATS, regime='teacher',
+            work_dir=plan.work_dir(STATS), lr=None, epochs=None, options=[],
+            cmd=[sys.executable, 'tools/kd_layer_stats.py', config, teacher,
+                 out],
+            reusable=lambda: osp.isfile(out) and osp.getmtime(out) >
+            osp.getmtime(teacher), done=stats_done))
+    return jobs
+
+
+def run_prep(plan: Plan, runner: JobRunner, jobs: List[Job]) -> None:
+    """The prep jobs as a stage of their own (--tune: the tuning runs need
+    their files)."""
+    res = runner.run_all(jobs)
+    if any(not r['ok'] for r in res):
+        raise SystemExit('demo: a teacher file failed: ' + '; '.join(
+            r['log'] for r in res if not r['ok']))
+
+
+def row_inputs(row: Row) -> Tuple[str, ...]:
+    """The prep jobs (tags) a row reads the files of."""
+    steps = []
+    for _, needed in row.needs:
+        steps += [needed] if isinstance(needed, str) else list(needed)
+    return tuple(s for s in steps if s not in ('teacher', 'teacher2')) + (
+        (STATS, ) if row.stats_keys else ())
+
+
+def expected_seconds(regime: str, row: str) -> float:
+    """A run's duration in the committed benchmark (the longest start
+    first: the pool ends sooner); 60 s when it is not there."""
+    path = osp.join(ROOT, 'docs', 'results', 'digits_benchmark.json')
+    try:
+        with open(path) as f:
+            rows = json.load(f)['results'][regime]
+        runs = next(r['runs'] for r in rows if r['name'] == row)
+        seconds = [x['seconds'] for x in runs if x.get('seconds')]
+        return sum(seconds) / len(seconds)
+    except (OSError, KeyError, StopIteration, ZeroDivisionError, TypeError):
+        return 60.0
 
 
 def tune_regime(plan: Plan, runner: JobRunner, regime: str) -> int:
@@ -598,11 +691,16 @@ def tune_regime(plan: Plan, runner: JobRunner, regime: str) -> int:
     return epochs
 
 
-def final_runs(plan: Plan, runner: JobRunner, regime: str) -> List[dict]:
+def final_runs(plan: Plan, runner: JobRunner, regime: str,
+               prep: List[Job] = ()) -> List[dict]:
     """Stage 4: every row with --seeds seeds, the test split at the end; the
-    regime's data and (without --tune) the schedule come from its config."""
+    regime's data and (without --tune) the schedule come from its config.
+    ``prep`` jobs run first in the same pool; a row that reads their files
+    starts when they have ended. The longest runs start first."""
     jobs = []
+    tags = {j.tag for j in prep}
     for r in plan.rows_of('student'):
+        after = tuple(t for t in row_inputs(r) if t in tags)
         for seed in range(plan.args.seeds):
             lr, epochs, opts = plan.schedule(regime, r, seed)
             jobs.append(Job(
@@ -610,8 +708,17 @@ def final_runs(plan: Plan, runner: JobRunner, regime: str) -> List[dict]:
                 config=r.config_for(regime), row=r.name, regime=regime,
                 lr=lr, epochs=epochs, seed=seed,
                 work_dir=plan.work_dir(regime, r.name, f'seed{seed}'),
-                options=plan.row_options(r) + opts))
-    return runner.run_all(jobs)
+                options=opts, after=after,
+                late=lambda r=r: plan.row_options(r)))
+    jobs.sort(key=lambda j: -expected_seconds(regime, j.row))
+    res = runner.run_all(list(prep) + jobs)
+    for r in res[:len(prep)]:
+        if not r['ok']:
+            print(f"[demo] {r['tag']} failed: see {r['log']}", flush=True)
+    order = {j.tag: i for i, j in enumerate(sorted(
+        jobs, key=lambda j: (plan.rows.index(next(
+            x for x in plan.rows if x.name == j.row)), j.seed)))}
+    return sorted(res[len(prep):], key=lambda r: order[r['tag']])
 
 
 def main(argv=None) -> dict:
@@ -630,14 +737,19 @@ def main(argv=None) -> dict:
                        args.progress_every)
     os.makedirs(args.work_dir, exist_ok=True)
     teacher_results = train_teachers(plan, runner)
-    prepare_teacher_files(plan, runner)
+    prep = prep_jobs(plan)
+    if args.tune:  # the tuning runs read the prep files
+        run_prep(plan, runner, prep)
+        prep = []
     results = {}
     for regime in (['full', 'few-labels'] if args.regime == 'both' else
                    [args.regime]):
         if args.tune:
             tune_regime(plan, runner, regime)
         results[regime] = summarize_regime(
-            plan.rows, final_runs(plan, runner, regime), teacher_results)
+            plan.rows, final_runs(plan, runner, regime, prep),
+            teacher_results)
+        prep = []  # the first regime's pool made the files
     disagree = config_disagreements(plan) if args.tune else []
     for line in disagree:
         print('[demo] the tuned choice differs from the config (write it '
@@ -658,6 +770,15 @@ def main(argv=None) -> dict:
                                        'top1', 'seconds', 'loss_tail')}
                 for t in plan.tune_log])
     write_report(report, args.work_dir, args.results_dir)
+    took = report['seconds']
+    print(f'[demo] done in {took // 60} min {took % 60} s'
+          + (f' ({len(runner.reused)} runs reused)' if runner.reused else ''),
+          flush=True)
+    if took > DEMO_BUDGET and not (args.tune or args.all_rows or args.reuse):
+        print(f'[demo] that is over the {DEMO_BUDGET // 60} minutes README '
+              'gives for make demo on 2 cores: fewer cores, or other work '
+              f'on them? (--jobs {args.jobs}, {os.cpu_count()} cpus)',
+              flush=True)
     return report
 
 

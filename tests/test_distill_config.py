@@ -231,7 +231,10 @@ def test_deit_student_logit_methods_and_batch_augments(tmp_path):
     assert 'batch_augments' not in cfg.model.data_preprocessor
     assert cfg.model.architecture.head.in_channels == 192
     _, model, log, moved = _train_step(path)
+    assert moved
     _methods_ran(log, 'loss_aekt')
+    exported = _export(tmp_path, path, model)  # a plain LinearClsHead
+    assert exported.model.head.type.endswith('LinearClsHead')
     # feature methods: a ViT's tokens are not maps
     for method in ('kd_layer', 'ie_kd', 'atsc'):
         with pytest.raises(ConfigError, match=r'needs \(N, C, H, W\) feature '

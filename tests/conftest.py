@@ -37,8 +37,12 @@ def _run_and_kill(cmd, cwd, env, timeout, kill_at, sig=None):
     import signal
     import threading
     sig = signal.SIGKILL if sig is None else sig
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    from tests.zygote import ZYGOTE
+    if ZYGOTE.compatible(cmd[1:], env) and ZYGOTE.start():
+        proc = ZYGOTE.popen(cmd[1:], cwd, env, merge_stderr=True)
+    else:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
     timed_out = threading.Event()
 
     def watchdog():
@@ -72,6 +76,10 @@ def run_tool(args, cwd=ROOT, timeout=900, check=True, env=None,
              kill_at=None, term_at=None):
     """Run ``python <args>`` in the repo root; return the CompletedProcess.
 
+    A script run forks from the session's zygote (tests/zygote.py: the
+    imports paid once, ~4 s a run saved) unless its environment changes
+    what is read at import; ``KD_PLUGINS_NO_ZYGOTE=1``: fresh interpreters.
+
     With ``kill_at`` (a regex), the process is killed with SIGKILL as soon as
     a line of its output matches; it must have been killed (returncode -9).
     With ``term_at``, it gets SIGTERM there instead (a preemption) and must
@@ -98,8 +106,13 @@ def run_tool(args, cwd=ROOT, timeout=900, check=True, env=None,
                 f'{" ".join(args)} was to be killed at {kill_at!r} but exited'
                 f' {proc.returncode}\n{proc.stdout[-6000:]}')
         return proc
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    from tests.zygote import ZYGOTE
+    if ZYGOTE.compatible(args, full_env) and ZYGOTE.start():
+        # a fork of a process that has imported everything (tests/zygote.py)
+        proc = ZYGOTE.run(args, cwd, full_env, timeout)
+    else:
+        proc = subprocess.run([sys.executable, *args], cwd=cwd, env=full_env,
+                              capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
             f'{" ".join(args)} exited {proc.returncode}\n'
@@ -114,6 +127,11 @@ def run_tool(args, cwd=ROOT, timeout=900, check=True, env=None,
 # ranks -- or needs the trained Digits teacher.
 E2E_CALLS = ('run_tool(', '_run(', 'subprocess.', 'mp.spawn(',
              '_one_and_two_processes(', 'shipped_test_top1(')
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from tests.zygote import ZYGOTE
+    ZYGOTE.close()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -83,8 +83,8 @@ def _zoo_near(name: str) -> List[str]:
     return mmpretrain.list_models(f'*{name.split("_")[0]}*')[:8]
 
 
-def resolve_student(arg: str, out_dir: str) -> Tuple[Config, str, str]:
-    """(config, what ``_base_`` says, label) of a student argument: a file,
+def resolve_student(arg: str, out_dir: str) -> Tuple[Config, str]:
+    """(config, what ``_base_`` says) of a student argument: a file,
     ``mmpretrain::path`` or the name of a model of mmpretrain's zoo."""
     path = None
     if arg.startswith('mmpretrain::'):
@@ -120,7 +120,7 @@ def resolve_student(arg: str, out_dir: str) -> Tuple[Config, str, str]:
         raise ConfigError(
             f'{arg}: model has no backbone / head; distill_config wraps an '
             'mmpretrain ImageClassifier config.')
-    return cfg, base, arg
+    return cfg, base
 
 
 @dataclass
@@ -211,7 +211,6 @@ class Net:
     feature_shape: Optional[tuple]
     final_shape: tuple
     size: int
-    modules: List[str] = field(default_factory=list, repr=False)
 
     @property
     def has_map(self) -> bool:
@@ -233,21 +232,24 @@ class Net:
         return s
 
 
-def _build(spec) -> Tuple[nn.Module, str]:
-    from mmrazor.registry import MODELS
+def _build(spec, who: str) -> Tuple[nn.Module, torch.device]:
+    """``spec`` built as the preflight builds it (meta device, else CPU:
+    :func:`~kd_plugins.engine.pair_checks.build_meta`); the device it is
+    on. Where it cannot be built, the CPU build's own error says why."""
+    from .engine.pair_checks import build_meta
+    model = build_meta(spec)
+    if model is None:
+        from mmrazor.registry import MODELS
 
-    from .utils.teacher import zoo_model
-    errors = []
-    for device in ('meta', 'cpu'):
+        from .utils.teacher import zoo_model
         try:
-            with torch.device(device):
-                model = (zoo_model(spec) if isinstance(spec, str) else
-                         MODELS.build(spec))
-            return model, device
-        except Exception as err:  # noqa: BLE001 - reported below
-            errors.append(f'{device}: {type(err).__name__}: {err}')
-    raise ConfigError('could not build the model ' + repr(spec)[:200] +
-                      ' (' + '; '.join(errors) + ')')
+            zoo_model(spec) if isinstance(spec, str) else MODELS.build(spec)
+        except Exception as err:  # noqa: BLE001 - the user's config
+            raise ConfigError(f'could not build the {who}: '
+                              f'{type(err).__name__}: {err}') from err
+    device = next((p.device for p in model.parameters()),
+                  torch.device('cpu'))
+    return model, device
 
 
 def _records(model: nn.Module, size: int, device: str):
@@ -278,7 +280,7 @@ def inspect_net(spec, size: Optional[int], who: str,
     last feature map (or take ``logits`` / ``feature`` as given)."""
     opt = '--student' if who == 'student' else '--teacher'
     size = size or DEFAULT_SIZE
-    model, device = _build(spec)
+    model, device = _build(spec, who)
     try:
         recs, out = _records(model, size, device)
     except Exception as err:  # noqa: BLE001
@@ -333,7 +335,7 @@ def inspect_net(spec, size: Optional[int], who: str,
                num_classes=num_classes, logits=logits,
                logits_in=mod.in_features, head_type=type(head).__name__,
                feature=feature, feature_shape=shape,
-               final_shape=_shape(final), size=size, modules=names)
+               final_shape=_shape(final), size=size)
 
 
 # ----------------------------------------------------------------------------
@@ -410,14 +412,15 @@ class Plan:
     base: str
     student: Net
     teachers: List[Teacher]
-    student_pre: dict
     batch_augments: bool
+    # the student's variant (AEKT head, KD-layer backbone): (comment,
+    # name, value) lines between the prelude and ``model``
+    before: List[Tuple[str, str, object]] = field(default_factory=list)
     # top-level assignments after ``model`` (optimizer constructor, ...)
     assign: Dict[str, object] = field(default_factory=dict)
     stage1: Optional[dict] = None  # IE-KD stage 1's model
     notes: List[str] = field(default_factory=list)
     steps: List[str] = field(default_factory=list)
-    extra_files: Dict[str, str] = field(default_factory=dict)
 
     @property
     def stem(self) -> str:
@@ -528,6 +531,9 @@ def plan_aekt(plan: Plan) -> dict:
     plan.notes.append('the student head is an AEKTHead (serialization layer '
                       'on the logits); the exported student is a plain '
                       'LinearClsHead classifier')
+    plan.before.append((
+        'the student with the AEKT head (serialization layer on the logits)',
+        '_student_aekt', _student(plan, head=_aekt_head(plan))))
     return dict(type='FastDistill', architecture=Code('_student_aekt'),
                 **_teacher_fields(plan, t), distiller=d)
 
@@ -557,11 +563,15 @@ def plan_kd_layer(plan: Plan) -> dict:
     plan.assign['kd_layer_stats'] = dict(
         penultimate=dict(teacher_layer=t.net.feature, num_templates=k),
         max_memory_gb=8.0, min_per_class=1000, kmeans_iters=20, seed=0)
-    plan.assign['_backbone'] = dict(
-        type='mmpretrain.KDLayerBackbone',
-        backbone=Code('_base_.model.backbone'),
-        kd_layers=[dict(after=after, in_channels=s.channels,
-                        num_templates=k)])
+    plan.before += [
+        ('the student backbone with a KD layer after its last map',
+         '_backbone', dict(type='mmpretrain.KDLayerBackbone',
+                           backbone=Code('_base_.model.backbone'),
+                           kd_layers=[dict(after=after,
+                                           in_channels=s.channels,
+                                           num_templates=k)])),
+        (None, '_student_kd_layer', _student(plan,
+                                             backbone=Code('_backbone')))]
     return dict(type='FastDistill', architecture=Code('_student_kd_layer'),
                 **_teacher_fields(plan, t), distiller=d)
 
@@ -683,7 +693,7 @@ def _prelude(plan: Plan) -> List[str]:
         pre += (",\n            batch_augments=_base_.model.train_cfg, "
                 "_scope_='mmpretrain'")
     lines.append(pre + ')')
-    if plan.req.method not in ('aekt', 'kd_layer'):  # they change it
+    if not plan.before:  # a variant replaces the plain student
         lines.append(f'_student = {_student(plan)}')
     return lines
 
@@ -727,9 +737,8 @@ def _wrap_comment(line: str, width: int = 79) -> str:
     if len(line) <= width or line.startswith('#   '):
         return line  # commands stay on one line: they are copied
     import textwrap
-    indent = '#   ' if line.startswith('#   ') else '# '
     return '\n'.join(textwrap.wrap(line[2:].lstrip(), width=width,
-                                   initial_indent=indent,
+                                   initial_indent='# ',
                                    subsequent_indent='#     ',
                                    break_on_hyphens=False,
                                    break_long_words=False))
@@ -737,17 +746,10 @@ def _wrap_comment(line: str, width: int = 79) -> str:
 
 def render(plan: Plan, model: dict) -> str:
     lines = _header(plan) + _prelude(plan)
-    if plan.req.method == 'aekt':
-        lines.append('# the student with the AEKT head (serialization layer '
-                     'on the logits)')
-        head = _aekt_head(plan)
-        lines.append(f'_student_aekt = {_student(plan, head=head)}')
-    if plan.req.method == 'kd_layer':
-        lines.append('# the student backbone with a KD layer after its last '
-                     'map')
-        lines.append(f'_backbone = {py(plan.assign.pop("_backbone"))}')
-        lines.append('_student_kd_layer = '
-                     f'{_student(plan, backbone=Code("_backbone"))}')
+    for comment, name, value in plan.before:
+        if comment:
+            lines.append(f'# {comment}')
+        lines.append(f'{name} = {py(value)}')
     body = dict(_delete_=True, _scope_='mmrazor', type=model.pop('type'),
                 data_preprocessor=Code('_pre'), **model)
     lines.append(f'model = {py(body)}')
@@ -799,7 +801,7 @@ def make_plan(req: Request) -> Plan:
         raise ArgumentError(f'{len(ckpts)} --teacher-ckpt for {n} teachers.')
     ckpts += [None] * (n - len(ckpts))
     out_dir = osp.dirname(osp.abspath(req.out))
-    cfg, base, _ = resolve_student(req.student, out_dir)
+    cfg, base = resolve_student(req.student, out_dir)
     s_pre = preprocessing(cfg)
     student = inspect_net(dict(cfg.model.to_dict(), _scope_='mmpretrain',
                                data_preprocessor=None),
@@ -823,7 +825,7 @@ def make_plan(req: Request) -> Plan:
                 'model.head.num_classes).')
         teachers.append(t)
     augments = bool((cfg.model.get('train_cfg') or {}).get('augments'))
-    plan = Plan(req, cfg, base, student, teachers, student_pre=s_pre,
+    plan = Plan(req, cfg, base, student, teachers,
                 batch_augments=augments and not req.no_batch_augments)
     if req.method in FEATURE_METHODS:
         _refuse_maps(plan)

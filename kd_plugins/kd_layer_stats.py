@@ -211,7 +211,8 @@ def teacher_type(spec) -> str:
 def _feature_source(cfg, teacher_ckpt: str, layers: dict, spec: dict,
                     log: Callable):
     """The teacher on its device (its ``layers`` checked), the run's data
-    preprocessor and a loader of the train split through the test pipeline
+    preprocessor, the map from its output to the teacher's input, and a
+    loader of the train split through the test pipeline
     (in data-set order; each rank reads its shard)."""
     from mmengine.runner import Runner
     from mmpretrain.registry import MODELS as PT_MODELS
@@ -229,12 +230,15 @@ def _feature_source(cfg, teacher_ckpt: str, layers: dict, spec: dict,
                               f'is not a module of the teacher.\n  Fix: use '
                               f'one of its modules, e.g. {near[:8]}')
     preproc = PT_MODELS.build(cfg.data_preprocessor).to(device)
+    # the teacher sees what it sees in the distillation (its own
+    # normalisation and size: FastDistill's teacher_input)
     adapt = cfg.model.get('teacher_input')
-    if adapt:  # the teacher sees what it sees in the distillation
+    if adapt:
         from .algorithms.teacher_input import TeacherInput
         teacher_input = TeacherInput(preproc, **adapt).to(device)
-        inner = teacher.extract_feat
-        teacher.extract_feat = lambda x, **kw: inner(teacher_input(x), **kw)
+    else:
+        def teacher_input(x):
+            return x
     log(f'[kd_layer_stats] teacher on {device}')
     train = cfg.train_dataloader
     loader = Runner.build_dataloader(dict(
@@ -243,7 +247,7 @@ def _feature_source(cfg, teacher_ckpt: str, layers: dict, spec: dict,
         persistent_workers=False,
         sampler=dict(type='DefaultSampler', shuffle=False),
         dataset=_with_test_pipeline(train['dataset'], _test_pipeline(cfg))))
-    return teacher, modules, preproc, loader
+    return teacher, modules, preproc, teacher_input, loader
 
 
 def _place(feats: dict, offsets: dict, kind: str, idx, rows) -> None:
@@ -278,7 +282,7 @@ def _collect(cfg, teacher_ckpt: str, layers: dict, spec: dict,
     ordered by data-set index, whatever the number of processes.
     """
     from mmengine.dist import get_rank, get_world_size
-    teacher, modules, preproc, loader = _feature_source(
+    teacher, modules, preproc, teacher_input, loader = _feature_source(
         cfg, teacher_ckpt, layers, spec, log)
     dataset = loader.dataset
     labels_all = np.asarray(dataset.get_gt_labels(), dtype=np.int64)
@@ -296,7 +300,7 @@ def _collect(cfg, teacher_ckpt: str, layers: dict, spec: dict,
             for it, data in enumerate(loader):
                 data = preproc(data, False)
                 inputs = data['inputs']
-                teacher.extract_feat(inputs, stage='backbone')
+                teacher.extract_feat(teacher_input(inputs), stage='backbone')
                 idx = [int(ds.metainfo['sample_idx'])
                        for ds in data['data_samples']]
                 if it == 0:  # sizes, pooling and the memory plan

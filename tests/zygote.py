@@ -162,15 +162,13 @@ def serve(path: str) -> None:
 # ---------------------------------------------------------------- client
 class Run:
     """A tool run in the zygote, with the parts of ``Popen`` the tests use:
-    ``pid``, ``stdout``/``stderr`` (text pipes), ``wait``, ``kill``."""
+    ``pid``, ``stdout``/``stderr`` (text pipes), ``wait``, ``kill``,
+    ``returncode``."""
 
     def __init__(self, conn, pid: int, stdout, stderr) -> None:
         self._conn, self.pid = conn, pid
         self.stdout, self.stderr = stdout, stderr
         self.returncode = None
-
-    def poll(self):
-        return self.returncode
 
     def wait(self, timeout=None):
         if self.returncode is None:
@@ -187,12 +185,6 @@ class Run:
     def kill(self):
         try:
             os.kill(self.pid, 9)
-        except ProcessLookupError:
-            pass
-
-    def send_signal(self, sig):
-        try:
-            os.kill(self.pid, sig)
         except ProcessLookupError:
             pass
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import functools
 import json
 import os
 import os.path as osp
@@ -630,26 +631,37 @@ def run_prep(plan: Plan, runner: JobRunner, jobs: List[Job]) -> None:
 
 
 def row_inputs(row: Row) -> Tuple[str, ...]:
-    """The prep jobs (tags) a row reads the files of."""
+    """The steps (tags) a row reads the files of: teachers, prep jobs."""
     steps = []
     for _, needed in row.needs:
         steps += [needed] if isinstance(needed, str) else list(needed)
-    return tuple(s for s in steps if s not in ('teacher', 'teacher2')) + (
-        (STATS, ) if row.stats_keys else ())
+    return tuple(steps) + ((STATS, ) if row.stats_keys else ())
+
+
+@functools.lru_cache(maxsize=None)
+def committed_seconds() -> dict:
+    """(regime, row) -> mean duration of its runs in the committed
+    benchmark (read once)."""
+    path = osp.join(ROOT, 'docs', 'results', 'digits_benchmark.json')
+    try:
+        with open(path) as f:
+            results = json.load(f)['results']
+    except (OSError, KeyError, ValueError):
+        return {}
+    out = {}
+    for regime, rows in results.items():
+        for r in rows:
+            seconds = [x['seconds'] for x in r.get('runs', [])
+                       if x.get('seconds')]
+            if seconds:
+                out[regime, r['name']] = sum(seconds) / len(seconds)
+    return out
 
 
 def expected_seconds(regime: str, row: str) -> float:
     """A run's duration in the committed benchmark (the longest start
     first: the pool ends sooner); 60 s when it is not there."""
-    path = osp.join(ROOT, 'docs', 'results', 'digits_benchmark.json')
-    try:
-        with open(path) as f:
-            rows = json.load(f)['results'][regime]
-        runs = next(r['runs'] for r in rows if r['name'] == row)
-        seconds = [x['seconds'] for x in runs if x.get('seconds')]
-        return sum(seconds) / len(seconds)
-    except (OSError, KeyError, StopIteration, ZeroDivisionError, TypeError):
-        return 60.0
+    return committed_seconds().get((regime, row), 60.0)
 
 
 def tune_regime(plan: Plan, runner: JobRunner, regime: str) -> int:
@@ -710,14 +722,12 @@ def final_runs(plan: Plan, runner: JobRunner, regime: str,
                 work_dir=plan.work_dir(regime, r.name, f'seed{seed}'),
                 options=opts, after=after,
                 late=lambda r=r: plan.row_options(r)))
+    order = {j.tag: i for i, j in enumerate(jobs)}  # rows, then seeds
     jobs.sort(key=lambda j: -expected_seconds(regime, j.row))
     res = runner.run_all(list(prep) + jobs)
     for r in res[:len(prep)]:
         if not r['ok']:
             print(f"[demo] {r['tag']} failed: see {r['log']}", flush=True)
-    order = {j.tag: i for i, j in enumerate(sorted(
-        jobs, key=lambda j: (plan.rows.index(next(
-            x for x in plan.rows if x.name == j.row)), j.seed)))}
     return sorted(res[len(prep):], key=lambda r: order[r['tag']])
 
 

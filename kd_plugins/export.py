@@ -39,6 +39,19 @@ def _registered_class(type_name: str):
     return MODELS.get(type_name.split('.')[-1])
 
 
+def check_exportable(model_cfg) -> None:
+    """Refuse a config that trains no student (before any work)."""
+    model_cfg = _to_dict(model_cfg)
+    if 'architecture' in model_cfg and \
+            model_cfg.get('student_trainable', True) is False:
+        raise ConfigError(
+            'this config does not train its student (student_trainable='
+            'False: e.g. IE-KD stage 1, which trains only the teacher\'s '
+            'auto-encoder), so there is no student to export.\n  Fix: export '
+            'the run of the config that trains the student (IE-KD: stage 2, '
+            'e.g. configs/ie_kd_r56_r20_cifar100.py).')
+
+
 def student_config_and_state(cfg: Config, state: dict) -> tuple[dict, dict]:
     """Split the student (model config, state dict) out of a run.
 
@@ -51,6 +64,7 @@ def student_config_and_state(cfg: Config, state: dict) -> tuple[dict, dict]:
     if algo is not None and hasattr(algo, 'deploy_student'):
         # the method knows what its deployed student keeps (e.g. ATSC)
         return algo.deploy_student(model_cfg, state)
+    check_exportable(model_cfg)
     if 'architecture' in model_cfg:
         student = model_cfg['architecture']
         sd = {k[len(STUDENT_PREFIX):]: v for k, v in state.items()

@@ -51,3 +51,31 @@ def site_dir(folder: str) -> str:
     with open(osp.join(folder, 'sitecustomize.py'), 'w') as f:
         f.write('import tests.paper_data  # noqa: F401 (test-only)\n')
     return folder
+
+
+def write_imagenet(root: str, num_classes: int = 1000, per_class: int = 1,
+                   size: int = 36, meta: bool = True, seed: int = 0) -> str:
+    """``root/{train,val}/<wnid>/*.JPEG`` in mmpretrain's ImageNet layout
+    (``num_classes`` wnid folders each, ``per_class`` random-pixel JPEGs of
+    ``size`` px a folder) and, with ``meta``, ``root/meta/{train,val}.txt``
+    (``<relative path> <label>`` lines, as mmpretrain's annotation files);
+    returns ``root``."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for split in ('train', 'val'):
+        lines = []
+        for c in range(num_classes):
+            wnid = f'n{c:08d}'
+            folder = osp.join(root, split, wnid)
+            os.makedirs(folder, exist_ok=True)
+            for i in range(per_class):
+                name = f'{wnid}_{i}.JPEG'
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(osp.join(folder, name),
+                                             quality=75)
+                lines.append(f'{wnid}/{name} {c}')
+        if meta:
+            os.makedirs(osp.join(root, 'meta'), exist_ok=True)
+            with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as f:
+                f.write('\n'.join(lines) + '\n')
+    return root

@@ -38,6 +38,15 @@ def test_plans_every_config_after_what_it_needs(capsys):
     assert len(teachers) == 3 and any('resnet56' in t for t in teachers)
 
 
+def test_a_shorter_stage1_is_copied_to_the_file_stage2_loads(capsys):
+    lines = _dry_run(capsys, '--suite', 'cifar100', '--methods', 'ie_kd',
+                     '--cfg-options', 'train_cfg.max_epochs=1')
+    stage1 = [line for line in lines if 'IE-KD stage 1' in line]
+    assert len(stage1) == 1 and stage1[0].endswith(
+        'then copy work_dirs/stage1_r56_cifar100/epoch_1.pth to '
+        'work_dirs/stage1_r56_cifar100/epoch_30.pth'), stage1
+
+
 def test_methods_filter_and_launchers(capsys):
     lines = _dry_run(capsys, '--suite', 'imagenet', '--methods', 'aekt',
                      '--launcher', 'slurm', '--partition', 'p1')

@@ -78,3 +78,30 @@ def test_import_time_environment_gets_a_real_interpreter(probe):
     assert not ZYGOTE.compatible([probe], dict(env, OMP_NUM_THREADS='7'))
     assert not ZYGOTE.compatible([probe], dict(env, PYTHONPATH='/x'))
     assert not ZYGOTE.compatible(['-m', 'pytest'], env)
+
+
+def test_a_site_folder_on_pythonpath_runs_its_sitecustomize(tmp_path):
+    """The paper-path tests' case (tests/paper_data.py): a PYTHONPATH that
+    adds a folder with only a sitecustomize.py (and the checkout) stays in
+    the zygote, which runs it as the interpreter would at start-up."""
+    from tests.conftest import ROOT
+    site = tmp_path / 'site'
+    site.mkdir()
+    (site / 'sitecustomize.py').write_text(
+        'import builtins\nbuiltins.SITE_RAN = __name__\n')
+    script = tmp_path / 'show.py'
+    script.write_text('import builtins, sys\n'
+                      'print(getattr(builtins, "SITE_RAN", None), '
+                      'sys.path.index(sys.argv[1]) > 0)\n')
+    base = os.environ.get('PYTHONPATH', '')
+    env = dict(os.environ, PYTHONUNBUFFERED='1', PYTHONPATH=os.pathsep.join(
+        p for p in (str(site), ROOT, base) if p))
+    assert ZYGOTE.compatible([str(script)], env) and ZYGOTE.start()
+    args = [str(script), str(site)]
+    got = ZYGOTE.run(args, str(tmp_path), env, timeout=60)
+    want = _plain(args, str(tmp_path), env)
+    assert got.stdout == want.stdout == 'sitecustomize True\n', (
+        got.stdout, got.stderr)
+    # anything else on the added path: a real interpreter
+    (site / 'other.py').write_text('')
+    assert not ZYGOTE.compatible([str(script)], env)

@@ -17,7 +17,11 @@ SIGTERM) by pid and read its output as it comes, as with ``Popen``.
 A run whose environment differs from the zygote's in what is read at import
 (``PYTHONPATH``, thread counts, ...) or that is not a ``.py`` script goes
 through a plain subprocess (:func:`compatible`); ``KD_PLUGINS_NO_ZYGOTE=1``
-sends every run there.
+sends every run there. One ``PYTHONPATH`` change is emulated: added entries
+that are the checkout (on every run's path already) or *site folders*
+(holding only a ``sitecustomize.py``, as tests/paper_data.py writes): the
+child puts them on ``sys.path`` and runs their ``sitecustomize``, as the
+interpreter does at start-up.
 """
 from __future__ import annotations
 
@@ -79,6 +83,10 @@ def _run_child(req: dict) -> None:
     script = os.path.abspath(req['args'][0])
     sys.argv = [script] + req['args'][1:]
     sys.path[0] = os.path.dirname(script)
+    for k, folder in enumerate(req.get('site', [])):  # see site_folders
+        sys.path.insert(1 + k, folder)
+        runpy.run_path(os.path.join(folder, 'sitecustomize.py'),
+                       run_name='sitecustomize')
     code = 0
     try:
         runpy.run_path(script, run_name='__main__')
@@ -219,7 +227,29 @@ class Zygote:
                 not str(args[0]).endswith('.py'):
             return False
         base = self.env or dict(os.environ)  # what the zygote imported with
-        return all(env.get(k) == base.get(k) for k in IMPORT_TIME)
+        return self.site_folders(env) is not None and all(
+            env.get(k) == base.get(k) for k in IMPORT_TIME
+            if k != 'PYTHONPATH')
+
+    def site_folders(self, env):
+        """The site folders ``env``'s PYTHONPATH adds to the zygote's (a
+        list, maybe empty), or None when it changes it otherwise."""
+        base = self.env or dict(os.environ)
+        have = [p for p in base.get('PYTHONPATH', '').split(os.pathsep) if p]
+        want = [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]
+        if [p for p in want if p in have] != have:
+            return None
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        site = []
+        for p in want:
+            if p in have or os.path.abspath(p) == root:
+                continue
+            names = set(os.listdir(p)) if os.path.isdir(p) else set()
+            if 'sitecustomize.py' not in names or \
+                    names - {'sitecustomize.py', '__pycache__'}:
+                return None
+            site.append(os.path.abspath(p))
+        return site
 
     def popen(self, args, cwd, env, merge_stderr: bool):
         """A :class:`Run` of ``python *args`` (stdout, stderr as pipes)."""
@@ -236,7 +266,8 @@ class Zygote:
             except (FileNotFoundError, ConnectionRefusedError):
                 time.sleep(0.1)
         req = json.dumps(dict(args=[str(a) for a in args], cwd=str(cwd),
-                              env=dict(env))).encode()
+                              env=dict(env),
+                              site=self.site_folders(env) or [])).encode()
         socket.send_fds(conn, [struct.pack('!I', len(req)) + req],
                         [out_w, err_w])
         os.close(out_w)

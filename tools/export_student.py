@@ -20,8 +20,8 @@ if ROOT not in sys.path:
 import kd_plugins  # noqa: E402,F401
 from _common import (add_cfg_options, load_config_with_options,  # noqa: E402
                      need_file, out_dir, run_main)
-from kd_plugins.export import (export_onnx, export_student,  # noqa: E402
-                               training_size)
+from kd_plugins.export import (check_exportable, export_onnx,  # noqa: E402
+                               export_student, training_size)
 
 
 def main(argv=None):
@@ -43,6 +43,7 @@ def main(argv=None):
     cfg = load_config_with_options(args.config, args.cfg_options)
     need_file(args.checkpoint, 'checkpoint', 'pass a checkpoint of the run '
               '(e.g. work_dirs/<config>/epoch_N.pth)')
+    check_exportable(cfg.model)
     out_dir(args.out_dir, 'OUT_DIR')
     cfg_path, pth_path = export_student(cfg, args.checkpoint, args.out_dir)
     print(f'exported student: {cfg_path} {pth_path}')

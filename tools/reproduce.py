@@ -124,13 +124,13 @@ def _final_checkpoint(cfg, work_dir: str) -> str:
     return osp.join(work_dir, f'iter_{train["max_iters"]}.pth')
 
 
-def _install(src_glob: str, dst: str):
+def _install(src_glob: str, dst: str, what: str = 'the teacher'):
     """A step's ``after``: copy the newest of ``src_glob`` to ``dst``."""
     def copy():
         found = sorted(glob.glob(src_glob), key=osp.getmtime)
         if not found:
-            raise ArgumentError(f'no checkpoint matches {src_glob} after the '
-                                'teacher was trained.\n  Fix: look at its '
+            raise ArgumentError(f'no checkpoint matches {src_glob} after '
+                                f'{what} was trained.\n  Fix: look at its '
                                 'log, then run this command again.')
         os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
         shutil.copyfile(found[-1], dst)
@@ -201,9 +201,16 @@ def plan(args) -> tuple[list, list]:
                 for *_, c in teacher_entries(s1_full.get('model') or {}):
                     if c and '://' not in c and not osp.isfile(c):
                         _teacher_steps(args, c, deps)
-                deps[s1] = Step(f'IE-KD stage 1 {s1_name}', _train_cmd(
-                    args, s1_cfg, osp.dirname(s1), s1_name),
-                    _final_checkpoint(s1_full, osp.dirname(s1)))
+                # a changed schedule (--cfg-options train_cfg.max_epochs)
+                # ends elsewhere: copied to the file stage 2 loads
+                final = _final_checkpoint(s1_full, osp.dirname(s1))
+                moved = osp.normpath(final) != osp.normpath(s1)
+                deps[s1] = Step(
+                    f'IE-KD stage 1 {s1_name}', _train_cmd(
+                        args, s1_cfg, osp.dirname(s1), s1_name), s1,
+                    after=(_install(final, s1, 'IE-KD stage 1') if moved
+                           else None),
+                    note=f'then copy {final} to {s1}' if moved else '')
         wd = osp.join(args.work_root, name)
         final = _final_checkpoint(cfg, wd)
         runs.append(Run(rel, name, wd, dict(cfg.get('paper_top1') or {})))

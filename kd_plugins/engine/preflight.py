@@ -205,6 +205,19 @@ def check_schedule(cfg: Config) -> None:
                 f'=[] for a constant learning rate).')
 
 
+def check_testable(cfg: Config) -> None:
+    """A config to test has a test loader, loop and evaluator."""
+    missing = [k for k in ('test_dataloader', 'test_cfg', 'test_evaluator')
+               if cfg.get(k) is None]
+    if missing:
+        raise PreflightError(
+            f'the config has no {" or ".join(missing)}: it evaluates nothing '
+            '(IE-KD stage 1, for one, trains only the teacher\'s auto-encoder'
+            ' and has no accuracy to test).\n  Fix: test the run of a config '
+            'that trains a classifier (IE-KD: stage 2), or give this one a '
+            'test_dataloader, test_cfg and test_evaluator.')
+
+
 def preflight(cfg: Config, mode: str = 'train') -> None:
     """Run every check for ``mode`` ('train' or 'test')."""
     if mode == 'train':
@@ -214,4 +227,5 @@ def preflight(cfg: Config, mode: str = 'train') -> None:
         check_method_files(cfg)
         check_pairs(cfg)
     else:
+        check_testable(cfg)
         check_data(cfg, ('test_dataloader',))

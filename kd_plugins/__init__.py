@@ -15,6 +15,7 @@ from . import datasets  # noqa: F401,E402
 from . import engine  # noqa: F401,E402
 from . import losses  # noqa: F401,E402
 from . import models  # noqa: F401,E402
+from . import teacher_cache  # noqa: F401,E402
 from .version import __version__  # noqa: E402
 
 __all__ = ['__version__']

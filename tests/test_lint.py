@@ -32,8 +32,9 @@ LAYER = {
     'errors': 0, 'version': 0, 'utils': 0,
     'compat': 1,
     'losses': 2, 'connectors': 2, 'models': 2, 'datasets': 2,
+    'teacher_cache': 2,
     'algorithms': 3, 'export': 3, 'kd_layer_stats': 3,
-    'engine': 4, 'distill_config': 4,
+    'engine': 4, 'distill_config': 4, 'cache_teacher': 4,
 }
 
 

@@ -104,6 +104,21 @@ def parse_args(argv=None):
     return args
 
 
+def wrap_cached_views(cfg: Config) -> None:
+    """``model.teacher_cache`` set: the train set is wrapped in
+    KDCachedViews (the stored views and their teacher logits)."""
+    model = cfg.get('model') or {}
+    cache = model.get('teacher_cache') if isinstance(model, dict) else None
+    loader = cfg.get('train_dataloader')
+    if not cache or not loader:
+        return
+    ds = loader.dataset
+    if str(ds.get('type', '')).split('.')[-1] == 'KDCachedViews':
+        ds.cache = cache
+        return
+    loader.dataset = dict(type='KDCachedViews', dataset=ds, cache=cache)
+
+
 def merge_args(cfg: Config, args) -> Config:
     if args.no_validate:
         cfg.val_cfg = None
@@ -146,6 +161,7 @@ def merge_args(cfg: Config, args) -> Config:
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
         default_dataloader_cfgs(cfg)  # e.g. num_workers=0: no persistent
+    wrap_cached_views(cfg)
     # stop on SIGTERM / SIGUSR1 with a checkpoint; resume mid-epoch exactly
     # (after --cfg-options: train_cfg.by_epoch=False picks the iteration loop)
     cfg.train_cfg = resumable_train_cfg(cfg.train_cfg)

@@ -23,7 +23,13 @@ switches with ``type='FastDistill'``; checkpoints load either way), plus:
 * ``teacher_input=dict(mean=..., std=..., to_rgb=..., size=...)``: a teacher
   trained with another normalisation or input size gets the student's batch
   re-normalised and resized (:mod:`.teacher_input`); the images are loaded
-  and augmented once.
+  and augmented once;
+* ``teacher_cache='DIR'``: no teacher at all. The teacher's logits come from
+  a cache built by ``tools/cache_teacher.py`` (per training image, the views
+  it ran on); the train set is wrapped in ``KDCachedViews`` (tools/train.py
+  does it) so the student sees the stored views, and a weightless
+  ``CachedTeacher`` emits the stored logits where the teacher recorders
+  listen (:mod:`kd_plugins.teacher_cache`). Logit recorders only.
 
 Under ``--amp`` the whole step (teacher included) runs in mmengine's autocast
 context. The teacher is never recomputed: one forward per step, its outputs
@@ -40,6 +46,7 @@ from mmrazor.models.utils import add_prefix
 from mmrazor.registry import MODELS
 
 from ..errors import ConfigError
+from ..teacher_cache import CachedTeacher, cached_teachers, teacher_options
 from ..utils.teacher import build_teacher
 from .teacher_input import TeacherInput
 
@@ -66,6 +73,13 @@ def check_fast_path_options(teacher_dtype, teacher_mode) -> None:
                           f'{teacher_mode!r}.')
 
 
+def student_classes(arch) -> Optional[int]:
+    """The student config's ``head.num_classes`` (None if not given)."""
+    head = arch.get('head') if isinstance(arch, dict) else None
+    n = head.get('num_classes') if isinstance(head, dict) else None
+    return n if isinstance(n, int) else None
+
+
 @MODELS.register_module()
 class FastDistill(SingleTeacherDistill):
     """Frozen-teacher distillation with the fast path (module docstring).
@@ -82,6 +96,10 @@ class FastDistill(SingleTeacherDistill):
         teacher_input: the teacher's own preprocessing when it differs from
             the student's: ``dict(mean, std, to_rgb, size)`` (each optional;
             :class:`~kd_plugins.algorithms.teacher_input.TeacherInput`).
+        teacher_cache: a teacher cache directory (tools/cache_teacher.py):
+            the teacher is not built; ``teacher`` / ``teacher_ckpt`` (and
+            the options above that change its logits) are checked against
+            the cache's.
         **kwargs: ``SingleTeacherDistill`` arguments (architecture, teacher,
             teacher_ckpt, distiller, ...). ``teacher`` may also be the name of
             an mmpretrain model-zoo model (``'resnet34_8xb32_in1k'``, as in
@@ -95,7 +113,8 @@ class FastDistill(SingleTeacherDistill):
                  teacher_dtype: Optional[str] = None,
                  teacher_mode: str = 'tensor',
                  compile: Union[bool, dict] = False,
-                 teacher_input: Optional[dict] = None, **kwargs) -> None:
+                 teacher_input: Optional[dict] = None,
+                 teacher_cache: Optional[str] = None, **kwargs) -> None:
         if kwargs.get('teacher_trainable', False):
             raise ConfigError(
                 'FastDistill runs a frozen teacher; teacher_trainable=True '
@@ -103,11 +122,21 @@ class FastDistill(SingleTeacherDistill):
                 "type='SingleTeacherDistill' (mmrazor) for a trainable "
                 'teacher, or ATSC.')
         check_fast_path_options(teacher_dtype, teacher_mode)
-        # built, loaded and frozen by the one teacher builder; mmrazor's
-        # set-up (recorders, in-place ops off) then takes the module
-        kwargs['teacher'] = build_teacher(kwargs.get('teacher'),
-                                          kwargs.pop('teacher_ckpt', None))
+        if teacher_cache:
+            kwargs['teacher'] = cached_teachers(
+                teacher_cache, kwargs.get('distiller'),
+                [(kwargs.get('teacher'), kwargs.pop('teacher_ckpt', None))],
+                teacher_options(kwargs.get('data_preprocessor'), teacher_dtype,
+                                teacher_input, teacher_mode),
+                student_classes(kwargs.get('architecture')))[0]
+            teacher_dtype = teacher_input = None  # applied when it was built
+        else:
+            # built, loaded and frozen by the one teacher builder; mmrazor's
+            # set-up (recorders, in-place ops off) then takes the module
+            kwargs['teacher'] = build_teacher(
+                kwargs.get('teacher'), kwargs.pop('teacher_ckpt', None))
         super().__init__(**kwargs)
+        self.teacher_cache = teacher_cache
         self._setup_teacher_input(teacher_input)
         self._setup_fast_path(channels_last, teacher_dtype, teacher_mode,
                               compile)
@@ -144,8 +173,15 @@ class FastDistill(SingleTeacherDistill):
         if compile:
             opts = compile if isinstance(compile, dict) else {}
             self.student.compile(**opts)
-            self.teacher.compile(**opts)
+            if not self.uses_cache:
+                self.teacher.compile(**opts)
         self.teacher.eval()
+
+    @property
+    def uses_cache(self) -> bool:
+        """The teacher is a cache's stand-in (no weights, no forward)."""
+        return any(isinstance(m, CachedTeacher)
+                   for m in self.teacher.modules())
 
     def train(self, mode: bool = True):
         super().train(mode)

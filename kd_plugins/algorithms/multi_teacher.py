@@ -44,8 +44,9 @@ from mmengine.model import BaseModel
 from mmrazor.registry import MODELS
 
 from ..errors import ConfigError
+from ..teacher_cache import cached_teachers, teacher_options
 from ..utils.teacher import build_teacher, teachers_and_ckpts
-from .fast_distill import FastDistill, check_fast_path_options
+from .fast_distill import FastDistill, check_fast_path_options, student_classes
 
 COMBINE = ('mean_logits', 'mean_probs', 'confidence', 'per_teacher')
 
@@ -112,6 +113,8 @@ class MultiTeacherDistill(FastDistill):
         channels_last, teacher_dtype, teacher_mode, compile: the fast path,
             as :class:`FastDistill`.
         teacher_input: as :class:`FastDistill` (one for all teachers).
+        teacher_cache: a cache of all K teachers (tools/cache_teacher.py):
+            none is built; the combine rules apply to the stored logits.
         distiller, architecture, data_preprocessor, ...: as mmrazor's
             ``SingleTeacherDistill`` (``student_trainable``,
             ``calculate_student_loss``).
@@ -129,6 +132,7 @@ class MultiTeacherDistill(FastDistill):
                  teacher_mode: str = 'tensor',
                  compile: Union[bool, dict] = False,
                  teacher_input: Optional[dict] = None,
+                 teacher_cache: Optional[str] = None,
                  student_trainable: bool = True,
                  calculate_student_loss: bool = True,
                  teacher_module_inplace: bool = False,
@@ -148,7 +152,16 @@ class MultiTeacherDistill(FastDistill):
         if len(teacher_weights) != k:
             raise ConfigError(f'teacher_weights has {len(teacher_weights)} '
                               f'values for {k} teachers.')
-        built = [build_teacher(t, c) for t, c in zip(teachers, teacher_ckpts)]
+        if teacher_cache:
+            built = cached_teachers(
+                teacher_cache, distiller, list(zip(teachers, teacher_ckpts)),
+                teacher_options(kwargs.get('data_preprocessor'), teacher_dtype,
+                                teacher_input, teacher_mode),
+                student_classes(kwargs.get('architecture')))
+            teacher_dtype = teacher_input = None  # applied when it was built
+        else:
+            built = [build_teacher(t, c)
+                     for t, c in zip(teachers, teacher_ckpts)]
         # teacher 0 goes through the parents' set-up (FastDistill, then
         # mmrazor's SingleTeacherDistill: in-place ops off, recorders)
         super().__init__(
@@ -165,6 +178,7 @@ class MultiTeacherDistill(FastDistill):
             self.set_module_inplace_false(self.teacher, 'self.teacher')
         for t in built[1:]:
             self.distiller.prepare_from_teacher(t)
+        self.teacher_cache = teacher_cache
         self.combine, self.tau = combine, float(tau)
         self.teacher_weights = [float(w) for w in teacher_weights]
         # the fast path again, now over every teacher (idempotent for

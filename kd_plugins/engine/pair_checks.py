@@ -295,7 +295,8 @@ def check_pairs(cfg: Config) -> None:
                             None if where == 'model.teacher' else where)
         if student is not None:
             check_class_counts(student, where, teacher)
-        if not ckpt_path or '://' in str(ckpt_path):
+        if not ckpt_path or '://' in str(ckpt_path) or \
+                model.get('teacher_cache'):  # not loaded: the cache is used
             continue
         ckpt = load_local_checkpoint(ckpt_path, map_location='cpu',
                                      role='teacher')

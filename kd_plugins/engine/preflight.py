@@ -77,9 +77,10 @@ def check_data(cfg: Config, keys: tuple[str, ...] | None = None) -> None:
 
 
 def check_teacher_ckpt(cfg: Config) -> None:
-    """Local ``teacher_ckpt`` / ``teacher_ckpts`` files must exist."""
+    """Local ``teacher_ckpt`` / ``teacher_ckpts`` files must exist (not
+    with a teacher cache: the teacher is not loaded)."""
     model = cfg.get('model') or {}
-    if not isinstance(model, dict):
+    if not isinstance(model, dict) or model.get('teacher_cache'):
         return
     for _, key, _, ckpt in teacher_entries(model):
         if not ckpt or '://' in str(ckpt) or osp.isfile(ckpt):

@@ -395,3 +395,29 @@ def test_train_py_trains_another_logit_method_from_the_cache(cache,
                     weights_only=True)['state_dict']
     assert not any(k.startswith('teacher.') and 'num_batches' not in k
                    for k in sd)  # no teacher weights
+
+
+def test_cached_training_resumes_bit_exact_after_sigkill(cache, tmp_path):
+    """Killed (SIGKILL) mid-epoch 3 and resumed: the uninterrupted cached
+    run's weights, bit for bit."""
+    from tests.conftest import MID_EPOCH_3, assert_killed_after
+    cfg, ckpt, out = cache
+
+    def train(wd, *extra, kill_at=None):
+        return run_tool([
+            'tools/train.py', CFG, '--work-dir', wd, *extra, '--cfg-options',
+            f'model.teacher_ckpt={ckpt}', f'model.teacher_cache={out}',
+            'train_cfg.max_epochs=3', 'train_cfg.val_interval=3',
+            f'train_dataloader.dataset.num_per_class={N_PER_CLASS}',
+            'train_dataloader.batch_size=16',
+            'default_hooks.logger.interval=1'], kill_at=kill_at)
+    full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
+    train(full)
+    train(part, kill_at=MID_EPOCH_3)
+    assert_killed_after(part, epoch=2)
+    train(part, '--resume')
+    a = torch.load(osp.join(full, 'epoch_3.pth'), weights_only=True)
+    b = torch.load(osp.join(part, 'epoch_3.pth'), weights_only=True)
+    assert a['state_dict'].keys() == b['state_dict'].keys()
+    for k in a['state_dict']:
+        assert torch.equal(a['state_dict'][k], b['state_dict'][k]), k

@@ -88,16 +88,14 @@ def teacher_records(model: FastDistill, n: int) -> tuple[list, list]:
     """The recorded logits (K tensors (n, C)) and the recorders' sources,
     after checking that every teacher recorder holds (n, C) logits and they
     agree."""
-    from .teacher_cache.teacher import LOGIT_RECORDER
+    from .teacher_cache.teacher import LOGIT_RECORDERS
     teachers = list(getattr(model.teacher, 'teachers', [model.teacher]))
-    k = len(teachers)
+    k, c = len(teachers), num_classes(teachers[0])
     out, sources = None, []
     for name, rec in model.distiller.teacher_recorders.recorders.items():
         rtype = type(rec).__name__
         buf = list(rec.data_buffer)
-        c = num_classes(teachers[0])
-        if rtype not in (LOGIT_RECORDER, LOGIT_RECORDER + 'Recorder') or \
-                len(buf) != k or any(
+        if rtype not in LOGIT_RECORDERS or len(buf) != k or any(
                 not torch.is_tensor(b) or b.dim() != 2 or b.shape[0] != n or
                 (c is not None and b.shape[1] != c) for b in buf):
             shape = [tuple(b.shape) if torch.is_tensor(b) else type(b)

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from .dataset import KDCachedViews
 from .replay import (KDReplayRandomCrop, KDReplayRandomFlip,
                      KDReplayRandomResizedCrop, replay_pipeline)
-from .store import canonical, read_index
+from .store import canonical, read_complete_index
 from .teacher import (LOGITS_KEY, CachedTeacher, check_teachers,
                       teacher_logit_sources)
 
@@ -40,12 +40,7 @@ def cached_teachers(cache_dir: str, distiller: dict,
     after checking that ``cache_dir`` was built for them, for these
     fast-path ``options`` and for the student's class count."""
     cache_dir = str(cache_dir)
-    index = read_index(cache_dir)
-    if index.get('status') != 'complete':
-        raise ConfigError(
-            f'teacher_cache {cache_dir!r} is not complete (its build was '
-            'interrupted).\n  Fix: run the same tools/cache_teacher.py '
-            'command again: it resumes where it stopped.')
+    index = read_complete_index(cache_dir)
     check_teachers(cache_dir, index,
                    [dict(spec=canonical(s), ckpt=c) for s, c in entries],
                    options)

@@ -16,14 +16,14 @@ distiller's :class:`~.teacher.CachedTeacher` emits in place of a teacher.
 from __future__ import annotations
 
 import copy
-from typing import Optional
 
 import numpy as np
 from mmpretrain.registry import DATASETS
 
 from ..errors import ConfigError
 from .replay import VIEW_KEY, ViewParams, replay_pipeline
-from .store import canonical, mismatch, open_shard, read_index, sample_logits
+from .store import (canonical, mismatch, open_shard, read_complete_index,
+                    sample_logits)
 from .teacher import LOGITS_KEY
 
 
@@ -65,13 +65,7 @@ class KDCachedViews:
 
     def __init__(self, dataset: dict, cache: str) -> None:
         self.cache = str(cache)
-        self.index = read_index(self.cache)
-        if self.index.get('status') != 'complete':
-            raise ConfigError(
-                f'teacher_cache {self.cache!r} is not complete (its build '
-                'was interrupted).\n  Fix: run the same '
-                'tools/cache_teacher.py command again: it resumes where it '
-                'stopped.')
+        self.index = read_complete_index(self.cache)
         ds_cfg = copy.deepcopy(dict(dataset))
         if 'pipeline' not in ds_cfg:
             raise ConfigError('KDCachedViews needs a dataset config with a '
@@ -84,7 +78,7 @@ class KDCachedViews:
                    self.dataset)
         self.world = self.index['world_size']
         self.all_views = self.index['views'] == 'all'
-        self._shards: Optional[dict] = None
+        self._shards: dict = {}  # rank -> memory maps, opened on first use
 
     @property
     def metainfo(self) -> dict:
@@ -97,8 +91,6 @@ class KDCachedViews:
         return self.dataset.get_data_info(idx)
 
     def _shard(self, idx: int):
-        if self._shards is None:  # opened lazily: in each worker
-            self._shards = {}
         r = idx % self.world
         if r not in self._shards:
             self._shards[r] = open_shard(self.cache, self.index, r, 'r')
@@ -123,7 +115,6 @@ class KDCachedViews:
             v = int(np.random.randint(len(params)))
             out = self.dataset.pipeline(dict(
                 info, **{VIEW_KEY: ViewParams('apply', params[v])}))
-        logits = sample_logits(shard, row, v, len(self.index['teachers']),
-                               self.index)
+        logits = sample_logits(shard, row, v, self.index)
         out['data_samples'].set_field(logits, LOGITS_KEY)
         return out

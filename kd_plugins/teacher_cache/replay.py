@@ -80,9 +80,21 @@ def _crop_options(img, crop_size) -> list:
             for ow in range(w - tw + 1)]
 
 
-class _CropReplay:
-    """The shared ``rand_crop_params`` override of the two crops."""
+class _Replay:
+    """``transform`` with ``results[VIEW_KEY]`` at hand (``self._view``) for
+    the parent's draw method, which the replay transforms override."""
     _view: Optional[ViewParams] = None
+
+    def transform(self, results: dict) -> dict:
+        self._view = results.get(VIEW_KEY)
+        try:
+            return super().transform(results)
+        finally:
+            self._view = None
+
+
+class _CropReplay(_Replay):
+    """The shared ``rand_crop_params`` override of the two crops."""
 
     def _options(self, img) -> Optional[list]:
         return None  # an infinite space
@@ -108,13 +120,6 @@ class _CropReplay:
         view.put(params)
         return params
 
-    def transform(self, results: dict) -> dict:
-        self._view = results.get(VIEW_KEY)
-        try:
-            return super().transform(results)
-        finally:
-            self._view = None
-
 
 @TRANSFORMS.register_module()
 class KDReplayRandomCrop(_CropReplay, RandomCrop):
@@ -130,9 +135,8 @@ class KDReplayRandomResizedCrop(_CropReplay, RandomResizedCrop):
 
 
 @TRANSFORMS.register_module()
-class KDReplayRandomFlip(RandomFlip):
+class KDReplayRandomFlip(_Replay, RandomFlip):
     """mmcv's RandomFlip that records / applies its direction."""
-    _view: Optional[ViewParams] = None
 
     def _directions(self) -> list:
         d = self.direction
@@ -160,13 +164,6 @@ class KDReplayRandomFlip(RandomFlip):
         d = super()._choose_direction()
         view.put([dirs.index(d)])
         return d
-
-    def transform(self, results: dict) -> dict:
-        self._view = results.get(VIEW_KEY)
-        try:
-            return super().transform(results)
-        finally:
-            self._view = None
 
 
 def replay_pipeline(pipeline: Sequence[dict], where: str = 'the train '

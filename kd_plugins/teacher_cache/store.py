@@ -74,6 +74,17 @@ def read_index(cache_dir: str) -> dict:
     return index
 
 
+def read_complete_index(cache_dir: str) -> dict:
+    """:func:`read_index` of a cache whose build has finished."""
+    index = read_index(cache_dir)
+    if index.get('status') != 'complete':
+        raise ConfigError(
+            f'teacher_cache {cache_dir!r} is not complete (its build was '
+            'interrupted).\n  Fix: run the same tools/cache_teacher.py '
+            'command again: it resumes where it stopped.')
+    return index
+
+
 def write_index(cache_dir: str, index: dict) -> None:
     tmp = osp.join(cache_dir, INDEX + '.tmp')
     with open(tmp, 'w') as f:
@@ -147,11 +158,11 @@ def topk_logits(values: np.ndarray, indices: np.ndarray,
     return out.scatter_(-1, i, v)
 
 
-def sample_logits(shard: dict, row: int, view: int, n_teachers: int,
+def sample_logits(shard: dict, row: int, view: int,
                   index: dict) -> torch.Tensor:
     """(K, C) float32 logits of one stored view."""
     out = []
-    for k in range(n_teachers):
+    for k in range(len(index['teachers'])):
         if index['topk']:
             out.append(topk_logits(shard[f'topv{k}'][row, view],
                                    shard[f'topi{k}'][row, view],
@@ -180,7 +191,8 @@ def mismatch(what: str, cache_dir: str, cached, run, fix: str = '') -> str:
             f'this run has {run}.' + (f' {fix}' if fix else ''))
 
 
-__all__ = ['canonical', 'file_sha256', 'read_index', 'write_index',
+__all__ = ['canonical', 'file_sha256', 'read_index', 'read_complete_index',
+           'write_index',
            'open_shard', 'shard_files', 'topk_logits', 'sample_logits',
            'teacher_record', 'total_bytes', 'bytes_per_view', 'human_bytes',
            'rows_of']

@@ -21,8 +21,9 @@ from ..errors import ConfigError
 from .store import file_sha256, mismatch
 
 LOGITS_KEY = 'kd_teacher_logits'
-# the one recorder type a cache can feed: the output of a logits module
-LOGIT_RECORDER = 'ModuleOutputs'
+# the one recorder type a cache can feed, the output of a logits module: its
+# config name and its class name
+LOGIT_RECORDERS = ('ModuleOutputs', 'ModuleOutputsRecorder')
 
 
 class _Emitter(nn.Module):
@@ -42,8 +43,7 @@ def teacher_logit_sources(distiller: dict, cache_dir: str,
     for name, rec in recorders.items():
         rtype = str(rec.get('type', '')).split('.')[-1]
         source = rec.get('source')
-        if rtype not in (LOGIT_RECORDER, LOGIT_RECORDER + 'Recorder') or \
-                source not in logit_sources:
+        if rtype not in LOGIT_RECORDERS or source not in logit_sources:
             raise ConfigError(
                 f'teacher recorder {name!r} ({rtype} of {source!r}) reads '
                 f'something teacher_cache {cache_dir!r} does not hold: a '

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -353,15 +354,15 @@ def test_factor_spread_is_a_global_batch_statistic():
         torch.testing.assert_close(out[rank], ref, rtol=1e-5, atol=1e-7)
 
 
-def _wait_for(predicate, timeout, what):
-    import time
+def _wait_for(predicate, timeout, what, details=lambda: ''):
     end = time.time() + timeout
     while time.time() < end:
         value = predicate()
         if value:
             return value
         time.sleep(0.5)
-    raise AssertionError(f'timed out after {timeout} s waiting for {what}')
+    raise AssertionError(
+        f'timed out after {timeout} s waiting for {what}\n{details()}')
 
 
 def test_slurm_requeued_job_resumes_bit_exact(digits_teacher, tmp_path):
@@ -398,14 +399,20 @@ def test_slurm_requeued_job_resumes_bit_exact(digits_teacher, tmp_path):
         subprocess.run(['scancel', '--signal=USR1', job], check=True)
         _wait_for(lambda: 'was requeued' in read(), 120, 'the requeue')
         # slurm holds a requeued job for a while (BeginTime); release it
-        # once it is pending (unless it has started again already)
+        # once it is pending (unless it has started again already), but
+        # not within the second slurmd revoked the old credential: a
+        # launch credential from that same second is refused ("Job
+        # credential revoked") and the job ends without its restart
         _wait_for(lambda: 'slurm restart 1 of job' in read()
                   or state() == 'PENDING', 120, 'the pending restart')
         if state() == 'PENDING':
+            time.sleep(3)
             subprocess.run(['scontrol', 'update', f'JobId={job}',
                             'StartTime=now'])
         _wait_for(lambda: 'slurm restart 1 of job' in read(), 300,
-                  'the restart')
+                  'the restart', lambda: subprocess.run(
+                      ['scontrol', 'show', 'job', job], capture_output=True,
+                      text=True).stdout + read()[-2000:])
         _wait_for(lambda: state() == '', 600, 'the end of the restart')
     finally:
         subprocess.run(['scancel', job])

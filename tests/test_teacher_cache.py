@@ -194,6 +194,48 @@ def test_losses_and_gradients_from_the_cache_equal_the_live_teachers(cache):
         torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-4)
 
 
+def test_two_teacher_cache_combines_as_the_live_ensemble(cache, tmp_path):
+    """MultiTeacherDistill: one cache of both teachers; with each combine
+    rule the losses and gradients are the live ensemble's (fp16
+    tolerance)."""
+    from mmrazor.registry import MODELS
+    _, ckpt, _ = cache
+    mt = Config.fromfile(osp.join(ROOT, 'configs/demo/mt_kd_digits.py'))
+    mt.train_dataloader.dataset.num_per_class = N_PER_CLASS
+    torch.manual_seed(2)
+    second = MODELS.build(copy.deepcopy(mt.model.teachers[1]))
+    with torch.no_grad():
+        second.head.fc.weight.mul_(30)
+    ckpt2 = str(tmp_path / 'teacher2.pth')
+    torch.save(dict(state_dict=second.state_dict()), ckpt2)
+    mt.model.teacher_ckpts = [ckpt, ckpt2]
+    out = str(tmp_path / 'mt')
+    CacheBuilder(mt, out, views=2, batch_size=120).run()
+    assert len(read_index(out)['teachers']) == 2
+    ds = _cached_set(mt, out)
+    batch = pseudo_collate([ds[i] for i in range(0, 60, 4)])
+    for combine in ('mean_logits', 'mean_probs', 'confidence'):
+        live = MODELS.build(dict(copy.deepcopy(mt.model), combine=combine))
+        cached = MODELS.build(dict(copy.deepcopy(mt.model), combine=combine,
+                                   teacher_cache=out))
+        cached.student.load_state_dict(live.student.state_dict())
+        assert not list(cached.teacher.parameters())
+        losses, grads = [], []
+        for model in (live, cached):
+            data = model.data_preprocessor(copy.deepcopy(batch), True)
+            model.zero_grad()
+            loss = model.loss(data['inputs'], data['data_samples'])
+            sum(loss.values()).backward()
+            losses.append({k: v.detach() for k, v in loss.items()})
+            grads.append([p.grad.clone() for p in model.student.parameters()])
+        assert losses[0].keys() == losses[1].keys(), combine
+        for k in losses[0]:
+            torch.testing.assert_close(losses[1][k], losses[0][k], rtol=2e-3,
+                                       atol=1e-4, msg=f'{combine} {k}')
+        for a, b in zip(*grads):
+            torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-4)
+
+
 def test_views_all_training_steps_equal_the_live_run(cache):
     """Same seed, same sampler order: the cached set draws the live
     pipeline's views (exactly) and three SGD steps from the stored logits
@@ -228,6 +270,25 @@ def test_views_all_training_steps_equal_the_live_run(cache):
             opt.step()
     for a, b in zip(live.student.parameters(), cached.student.parameters()):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_a_cached_run_starts_from_the_live_runs_student(cache):
+    """Same seed, same student: a frozen teacher is built on a forked random
+    state, so its absence (a cache) changes neither the student's initial
+    weights nor the random draws that follow."""
+    from mmrazor.registry import MODELS
+    cfg, _, out = cache
+    states = []
+    for extra in ({}, dict(teacher_cache=out)):
+        torch.manual_seed(5)
+        model = MODELS.build(dict(copy.deepcopy(cfg.model), **extra))
+        model.init_weights()
+        states.append((model.student.state_dict(), torch.rand(3)))
+    (a, ra), (b, rb) = states
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert torch.equal(ra, rb)
 
 
 def test_views_n_samples_stored_views_and_their_logits(cache, tmp_path):
@@ -421,3 +482,78 @@ def test_cached_training_resumes_bit_exact_after_sigkill(cache, tmp_path):
     assert a['state_dict'].keys() == b['state_dict'].keys()
     for k in a['state_dict']:
         assert torch.equal(a['state_dict'][k], b['state_dict'][k]), k
+
+
+def test_two_processes_train_from_a_cache_as_one(cache, tmp_path):
+    """DDP: each rank's samples carry their own stored logits, so 2
+    processes x 16 train from the cache as 1 process x 32 with the live
+    teacher (fp16 logits: a tolerance) and as 1 x 32 from the cache (the
+    deterministic set-up of tests/test_distributed.py: no augmentation,
+    frozen BN); on both ranks every batch's stored logits are checked
+    against the live teacher's on its images (tests/dist_helpers.py)."""
+    from tests.test_distributed import (GLOBAL_BATCH, STEPS,
+                                        _assert_replicas_checked, _assert_same,
+                                        _config, _one_and_two_processes)
+    _, ckpt, _ = cache
+    cfg = _config(tmp_path, 'configs/demo/kd_digits.py', '', 'kd')
+    check = "custom_hooks.append(dict(type='CachedLogitsCheckHook'))\n"
+    cfg_check = tmp_path / 'kd_check.py'
+    cfg_check.write_text(open(cfg).read() + check)
+    out = str(tmp_path / 'cache')
+    run_tool(['tools/cache_teacher.py', cfg, out, '--views', 'all',
+              '--cfg-options', f'model.teacher_ckpt={ckpt}'])
+    index = read_index(out)
+    assert (index['length'], index['views_per_sample']) == (
+        STEPS * GLOBAL_BATCH, 1)
+    a, b, log = _one_and_two_processes(str(cfg_check), tmp_path, [
+        f'model.teacher_ckpt={ckpt}', f'model.teacher_cache={out}'])
+    _assert_replicas_checked(log, STEPS)
+    assert 'GPU number: 2' in log
+    for rank in (0, 1):  # each rank's samples carried their own logits
+        assert (f'CachedLogitsCheckHook: rank {rank}: '
+                f'{STEPS * GLOBAL_BATCH // 2} samples match') in log, log
+    _assert_same(a, b)
+    assert not any(k.startswith('teacher.') for k in b)
+    live = str(tmp_path / 'live')
+    run_tool(['tools/train.py', cfg, '--work-dir', live, '--cfg-options',
+              f'train_dataloader.batch_size={GLOBAL_BATCH}',
+              f'model.teacher_ckpt={ckpt}'], env={'OMP_NUM_THREADS': '1'})
+    c = torch.load(osp.join(live, 'epoch_1.pth'),
+                   weights_only=True)['state_dict']
+    _assert_same({k: v for k, v in c.items() if not k.startswith('teacher.')},
+                 b)
+
+
+def test_benchmark_times_the_cached_model_beside_the_live_ones(cache,
+                                                               tmp_path):
+    """tools/benchmark.py with model.teacher_cache (--cfg-options): a
+    '(cache)' row (no teacher parameters) beside student and the live rows,
+    its 1.10x target, and the cache's costs in meta.cache."""
+    import json
+
+    from tests.test_fast_path import assert_rows_consistent
+    _, ckpt, out = cache
+    js = str(tmp_path / 'bench.json')
+    proc = run_tool(['tools/benchmark.py', CFG, '--device', 'cpu', '--batch',
+                     '4', '--iters', '1', '--warmup', '1', '--json', js,
+                     '--cfg-options', f'model.teacher_ckpt={ckpt}',
+                     f'model.teacher_cache={out}'],
+                    env={'OMP_NUM_THREADS': '1'})
+    assert '| FastDistill (cache) |' in proc.stdout
+    with open(js) as f:
+        res = json.load(f)
+    by = {r['name']: r for r in res['rows']}
+    assert list(by) == ['student', 'mmrazor-kd', 'FastDistill',
+                        'FastDistill (cache)']
+    assert by['FastDistill (cache)']['params_m'] == by['student']['params_m']
+    assert by['FastDistill']['params_m'] > by['student']['params_m']
+    assert_rows_consistent(res['rows'], batch=4)
+    meta = res['meta']['cache']
+    assert (meta['images'], meta['views_per_image'], meta['views']) == (
+        60, 25, 'all')
+    assert meta['bytes_per_view'] == 4 * read_index(out)['params'] + 2 * 10
+    assert meta['read_us_per_image'] > 0
+    assert meta['teacher_forward_ms_per_view'] > 0
+    assert {'row': 'FastDistill (cache)', 'target': 'step <= 1.10x student'
+            } in [dict(row=t['row'], target=t['target'])
+                  for t in res['targets']]

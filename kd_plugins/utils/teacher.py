@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Iterator, List, Optional, Tuple, Union
 
+import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
@@ -109,18 +110,24 @@ def freeze(teacher: nn.Module) -> nn.Module:
 def build_teacher(spec: TeacherSpec, ckpt: Optional[str] = None,
                   trainable: bool = False) -> nn.Module:
     """Build ``spec`` (config dict, zoo name or module), load ``ckpt`` (if
-    given) and freeze it unless ``trainable``."""
+    given) and freeze it unless ``trainable``.
+
+    A frozen teacher is built on a fork of torch's CPU random state: the
+    student's initial weights and the run's random draws (drop path,
+    dropout) do not depend on whether (or which) teacher is built, so a run
+    from a teacher cache (no teacher) starts as the live run does."""
     from mmrazor.registry import MODELS
-    if isinstance(spec, str):
-        teacher = zoo_model(spec)
-    elif isinstance(spec, dict):
-        teacher = MODELS.build(spec)
-    elif isinstance(spec, nn.Module):
-        teacher = spec
-    else:
+    if not isinstance(spec, (str, dict, nn.Module)):
         raise ConfigError(f'a teacher must be a model config dict, an '
                           f'mmpretrain model-zoo name or a module; got '
                           f'{type(spec).__name__}.')
+    with torch.random.fork_rng(devices=[], enabled=not trainable):
+        if isinstance(spec, str):
+            teacher = zoo_model(spec)
+        elif isinstance(spec, dict):
+            teacher = MODELS.build(spec)
+        else:
+            teacher = spec
     if ckpt:
         load_teacher_weights(teacher, ckpt)
     return teacher if trainable else freeze(teacher)

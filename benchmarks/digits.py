@@ -62,6 +62,10 @@ class Row:
     stats_keys: tuple = ()  # keys that take the KD-layer statistics file
     adapted_teachers: int = 0  # ATSC: evaluate the adapted teacher(s)
     variant: bool = False  # a variant of a method above: benchmark only
+    # trains from a teacher cache of this many views per image ('all': the
+    # 25 of RandomCrop 32, padding 2), built from the teacher by the
+    # benchmark (tools/cache_teacher.py) for the row's data
+    cache_views: str = ''
 
     def config_for(self, regime: str) -> str:
         """The config this row trains in ``regime``: a student row's
@@ -122,7 +126,19 @@ ROWS: List[Row] = [
     Row('mt_aekt', 'configs/demo/mt_aekt_digits.py',
         'AEKT, two teachers (confidence-weighted)', needs=TT, variant=True),
 ]
-BY_NAME = {r.name: r for r in ROWS}
+# Teacher-cache rows (#23; docs/methods/teacher_cache.md): KD and AEKT
+# trained from stored teacher logits of 1, 5 or all 25 views per image, with
+# the live rows' configs (their lr and epochs) plus model.teacher_cache. Not
+# in ROWS (the committed benchmark): run by name, e.g. tools/demo.py --only
+# kd_cache_all ..., reported with the live KD and AEKT of the same run.
+CACHE_VIEWS = (('1', '1 view per image'), ('5', '5 views per image'),
+               ('all', 'all 25 views'))
+CACHE_ROWS: List[Row] = [
+    Row(f'{m}_cache_{v}', f'configs/demo/{m}_digits.py',
+        f'{label} from a teacher cache ({what})', cache_views=v, variant=True)
+    for m, label in (('kd', 'KD'), ('aekt', 'AEKT'))
+    for v, what in CACHE_VIEWS]
+BY_NAME = {r.name: r for r in ROWS + CACHE_ROWS}
 
 
 def select(names: Optional[Sequence[str]], variants: bool = True
@@ -135,10 +151,10 @@ def select(names: Optional[Sequence[str]], variants: bool = True
             return list(ROWS)
         names = [r.name for r in ROWS if not r.variant]
     wanted = set(names) | {'student'}
-    for row in reversed(ROWS):
+    for row in reversed(ROWS + CACHE_ROWS):
         if row.name in wanted:
             wanted |= row.depends_on
-    return [r for r in ROWS if r.name in wanted]
+    return [r for r in ROWS + CACHE_ROWS if r.name in wanted]
 
 
 def data_options(opts: Dict[str, object], prefix='train_dataloader.dataset'
@@ -278,8 +294,9 @@ def chart(results: Dict[str, List[dict]], path: str,
         ax.set_xticks(list(x), names, rotation=60, ha='right')
         ax.set_ylabel('test top-1 (%)')
         ax.set_title(regime)
-    fig.suptitle(title or 'Digits benchmark (green: better than the student '
-                 'alone, red: worse, orange: within noise)')
+    sep = ' ' if len(regimes) > 1 else '\n'  # one panel: two lines fit
+    fig.suptitle(title or 'Digits benchmark' + sep + '(green: better than '
+                 'the student alone, red: worse, orange: within noise)')
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

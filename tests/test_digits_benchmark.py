@@ -261,3 +261,34 @@ def test_demo_pool_starts_a_run_after_the_files_it_reads(tmp_path):
     assert not res['orphan']['ok'] and 'needs bad' in res['orphan']['error']
     with pytest.raises(ValueError, match='not before it'):
         runner.run_all([reads, prep])
+
+
+def test_cache_rows_build_one_cache_per_view_count_before_their_runs():
+    """KD and AEKT from a cache share the cache of their view count (same
+    teacher, data, pipeline); each cached run waits for its cache's build
+    and names it; the committed rows (ROWS, make demo) are unchanged."""
+    from benchmarks.digits import BY_NAME, CACHE_ROWS
+    from tests.conftest import load_tool
+    demo = load_tool('demo')
+    assert not set(r.name for r in CACHE_ROWS) & {r.name for r in ROWS}
+    rows = select(['kd_cache_all', 'aekt_cache_all', 'kd_cache_5'])
+    assert [r.name for r in rows] == ['teacher', 'student', 'kd_cache_5',
+                                      'kd_cache_all', 'aekt_cache_all']
+    plan = demo.Plan(demo.parse_args(['--only', 'kd_cache_all']), rows,
+                     demo.config_choices(rows), demo.config_choices(rows))
+    plan.ckpts['teacher'] = '/t/teacher.pth'
+    jobs, of = demo.cache_jobs(plan, 'full', 'tune', rows,
+                               ['train_dataloader.dataset.val_per_class=28'])
+    assert [j.tag for j in jobs] == ['full tune teacher cache (5 views)',
+                                     'full tune teacher cache (all views)']
+    cmd = jobs[1].cmd
+    assert cmd[1:3] == ['tools/cache_teacher.py', 'configs/demo/kd_digits.py']
+    assert cmd[4:6] == ['--views', 'all']
+    assert 'model.teacher_ckpt=/t/teacher.pth' in cmd
+    assert 'train_dataloader.dataset.val_per_class=28' in cmd
+    assert of['kd_cache_all'][0] == of['aekt_cache_all'][0] == jobs[1].tag
+    assert of['aekt_cache_all'][1] == [
+        f'model.teacher_cache={cmd[3]}']
+    # the cache rows train with their live method's config and schedule
+    assert BY_NAME['aekt_cache_all'].config_for('few-labels') == \
+        BY_NAME['aekt'].config_for('few-labels')

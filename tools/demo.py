@@ -42,10 +42,10 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from benchmarks.digits import (DEFAULT_LR, LR_GRID, REGIMES,  # noqa: E402
-                               TEACHER_EPOCHS, Row, chart, data_options,
-                               markdown, select, summarize, summary_table,
-                               verdict)
+from benchmarks.digits import (BY_NAME, DEFAULT_LR, LR_GRID,  # noqa: E402
+                               REGIMES, TEACHER_EPOCHS, Row, chart,
+                               data_options, markdown, select, summarize,
+                               summary_table, verdict)
 
 PROGRESS_EVERY = 30  # seconds between two progress lines of a stage
 DEMO_BUDGET = 600  # seconds: what make demo may take on a 2-core machine
@@ -475,7 +475,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    'validation split first')
     p.add_argument('--lr-grid', type=float, nargs='+', default=LR_GRID)
     p.add_argument('--only', nargs='+', metavar='ROW',
-                   choices=[r.name for r in select(None)],
+                   choices=list(BY_NAME),
                    help='run only these rows (and what they need)')
     p.add_argument('--all-rows', action='store_true',
                    help='also the variant rows (atsc_anchor_norm, ie_kd_kd, '
@@ -621,6 +621,45 @@ def prep_jobs(plan: Plan) -> List[Job]:
     return jobs
 
 
+def cache_jobs(plan: Plan, regime: str, stage: str, rows: List[Row],
+               data: List[str]) -> Tuple[List[Job], dict]:
+    """The teacher caches the cache rows among ``rows`` train from in this
+    stage ('tune' or 'final'), one per view count (KD and AEKT share it:
+    same teacher, data and pipeline), built by tools/cache_teacher.py from
+    the regime's KD config and ``data`` options. Returns the jobs and, per
+    row, (the job's tag, the cache's options)."""
+    jobs, of = {}, {}
+    teacher = plan.ckpts['teacher']
+    for r in rows:
+        if not r.cache_views:
+            continue
+        v = r.cache_views
+        tag = f'{regime} {stage} teacher cache ({v} views)'
+        out = plan.work_dir(regime, stage, f'teacher_cache_{v}')
+        index = osp.join(out, 'index.json')
+        if tag not in jobs:
+            config = BY_NAME['kd'].config_for(regime)
+            jobs[tag] = Job(
+                tag=tag, config=config, row=tag, regime=regime,
+                work_dir=out + '_build', lr=None, epochs=None, options=[],
+                cmd=[sys.executable, 'tools/cache_teacher.py', config, out,
+                     '--views', v, '--cfg-options',
+                     f'model.teacher_ckpt={teacher}', *data],
+                reusable=lambda index=index: _complete_cache(index, teacher))
+        of[r.name] = (tag, [f'model.teacher_cache={out}'])
+    return list(jobs.values()), of
+
+
+def _complete_cache(index: str, teacher: str) -> bool:
+    """A finished cache newer than the teacher checkpoint (--reuse)."""
+    try:
+        with open(index) as f:
+            done = json.load(f).get('status') == 'complete'
+        return done and osp.getmtime(index) > osp.getmtime(teacher)
+    except (OSError, ValueError):
+        return False
+
+
 def run_prep(plan: Plan, runner: JobRunner, jobs: List[Job]) -> None:
     """The prep jobs as a stage of their own (--tune: the tuning runs need
     their files)."""
@@ -686,14 +725,18 @@ def tune_regime(plan: Plan, runner: JobRunner, regime: str) -> int:
     plan.choices.setdefault(regime, {})['student'] = dict(lr=best['lr'],
                                                           epochs=epochs)
     others = [r for r in students if r.name != 'student']
-    res = runner.run_all([Job(
+    caches, cache_of = cache_jobs(plan, regime, 'tune', others,
+                                  data_options(spec['tune']))
+    res = runner.run_all(caches + [Job(
         tag=f'{regime} tune {r.name} lr {lr}', config=r.config_for(regime),
         row=r.name,
         regime=regime, work_dir=plan.work_dir(regime, 'tune',
                                               f'{r.name}_lr{lr}'),
         lr=lr, epochs=epochs, options=plan.row_options(r) + common(
-            lr, epochs, 0) + data_options(spec['tune']) + VAL)
-        for r in others for lr in plan.args.lr_grid])
+            lr, epochs, 0) + data_options(spec['tune']) + VAL
+        + cache_of.get(r.name, (None, []))[1],
+        after=cache_of[r.name][:1] if r.name in cache_of else ())
+        for r in others for lr in plan.args.lr_grid])[len(caches):]
     plan.tune_log += res
     for r in others:
         ok = [x for x in res if x['row'] == r.name and x['top1'] is not None]
@@ -710,9 +753,14 @@ def final_runs(plan: Plan, runner: JobRunner, regime: str,
     ``prep`` jobs run first in the same pool; a row that reads their files
     starts when they have ended. The longest runs start first."""
     jobs = []
+    caches, cache_of = cache_jobs(plan, regime, 'final',
+                                  plan.rows_of('student'), [])
+    prep = list(prep) + caches
     tags = {j.tag for j in prep}
     for r in plan.rows_of('student'):
         after = tuple(t for t in row_inputs(r) if t in tags)
+        tag, cache_opts = cache_of.get(r.name, (None, []))
+        after += (tag, ) if tag else ()
         for seed in range(plan.args.seeds):
             lr, epochs, opts = plan.schedule(regime, r, seed)
             jobs.append(Job(
@@ -720,7 +768,7 @@ def final_runs(plan: Plan, runner: JobRunner, regime: str,
                 config=r.config_for(regime), row=r.name, regime=regime,
                 lr=lr, epochs=epochs, seed=seed,
                 work_dir=plan.work_dir(regime, r.name, f'seed{seed}'),
-                options=opts, after=after,
+                options=opts + cache_opts, after=after,
                 late=lambda r=r: plan.row_options(r)))
     order = {j.tag: i for i, j in enumerate(jobs)}  # rows, then seeds
     jobs.sort(key=lambda j: -expected_seconds(regime, j.row))

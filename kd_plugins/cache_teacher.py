@@ -30,10 +30,11 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.logging import print_log
 
-from .algorithms.fast_distill import FastDistill
+from .algorithms.fast_distill import FastDistill, student_classes
 from .engine.pair_checks import num_classes
 from .errors import ConfigError
 from .teacher_cache import teacher_options
+from .teacher_cache.dataset import unwrap_cached_views
 from .teacher_cache.replay import (VIEW_KEY, ViewParams, enumerate_views,
                                    param_count, replay_pipeline)
 from .teacher_cache.store import (FORMAT, INDEX, bytes_per_view, canonical,
@@ -54,10 +55,8 @@ def sample_seed(seed: int, idx: int) -> int:
 
 
 def train_dataset_cfg(cfg: Config) -> dict:
-    ds = copy.deepcopy(dict(cfg.train_dataloader.dataset))
-    if str(ds.get('type', '')).split('.')[-1] == 'KDCachedViews':
-        ds = dict(ds['dataset'])
-    return ds
+    return unwrap_cached_views(copy.deepcopy(dict(
+        cfg.train_dataloader.dataset)))
 
 
 def cache_model_cfg(cfg: Config) -> dict:
@@ -120,13 +119,75 @@ def teacher_records(model: FastDistill, n: int) -> tuple[list, list]:
     return [o.float().cpu() for o in out], sources
 
 
+class _ViewSource:
+    """The packed views of an image and their parameters: the data side
+    of a build, without the model (loader workers get a copy)."""
+
+    def __init__(self, dataset, views: Union[int, str], n: int, p: int,
+                 seed: int) -> None:
+        self.dataset, self.views, self.n, self.p = dataset, views, n, p
+        self.seed = seed
+
+    def view(self, idx: int, params: ViewParams) -> dict:
+        info = copy.deepcopy(self.dataset.get_data_info(idx))
+        return self.dataset.pipeline(dict(info, **{VIEW_KEY: params}))
+
+    def views_of(self, idx: int) -> tuple[list, np.ndarray]:
+        """The packed views of image ``idx`` and their (V, P) parameters."""
+        n, p = self.n, self.p
+        if self.views == 'all':
+            table = enumerate_views(self.dataset.pipeline,
+                                    self.dataset.get_data_info(idx))
+            if table.shape != (n, p):
+                raise ConfigError(
+                    f'image {idx} has {len(table)} views, image 0 has {n}: '
+                    "--views all needs images of one size.\n  Fix: resize "
+                    'them in the pipeline first, or give a view count.')
+            return [self.view(idx, ViewParams('apply', r)) for r in table], \
+                table
+        np.random.seed(sample_seed(self.seed, idx))
+        out, table = [], []
+        for _ in range(n):
+            vp = ViewParams('record')
+            out.append(self.view(idx, vp))
+            table.append(vp.params)
+        return out, np.asarray(table, np.int32).reshape(n, p)
+
+
+class _RowViews(torch.utils.data.Dataset):
+    """Shard rows -> (row, packed views, (V, P) parameters) of its image
+    (row r of rank k of W is image r * W + k)."""
+
+    def __init__(self, source: _ViewSource, rows: list, world: int,
+                 rank: int) -> None:
+        self.source, self.rows = source, rows
+        self.world, self.rank = world, rank
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        row = self.rows[i]
+        views, table = self.source.views_of(row * self.world + self.rank)
+        return row, views, table
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
 class CacheBuilder:
-    """One rank's part of a cache build (module docstring)."""
+    """One rank's part of a cache build (module docstring).
+
+    ``workers``: data loader processes that decode and augment the views
+    (the config's ``train_dataloader.num_workers`` by default; 0: in this
+    process); the views do not depend on it (each image has its own seed)."""
 
     def __init__(self, cfg: Config, out_dir: str,
                  views: Union[int, str] = 100, topk: Optional[int] = None,
                  batch_size: int = 256, seed: int = 0, rank: int = 0,
-                 world: int = 1, device: str = 'cpu') -> None:
+                 world: int = 1, device: str = 'cpu',
+                 workers: Optional[int] = None) -> None:
         from mmpretrain.registry import DATASETS
         from mmrazor.registry import MODELS
         if views != 'all' and (not isinstance(views, int) or views < 1):
@@ -134,6 +195,10 @@ class CacheBuilder:
                               f'{views!r}.')
         self.out_dir, self.rank, self.world = str(out_dir), rank, world
         self.views, self.batch_size, self.seed = views, batch_size, seed
+        if workers is None:
+            workers = int((cfg.get('train_dataloader') or {}).get(
+                'num_workers', 0) or 0)
+        self.workers = max(0, int(workers))
         self.device = torch.device(device)
         ds_cfg = train_dataset_cfg(cfg)
         if 'pipeline' not in ds_cfg:
@@ -158,9 +223,11 @@ class CacheBuilder:
                                model_cfg.get('teacher_dtype'),
                                model_cfg.get('teacher_input'),
                                model_cfg.get('teacher_mode', 'tensor'))
+        self.source = _ViewSource(self.dataset, views, n_views,
+                                  param_count(replay), seed)
         # one batch: the recorders' sources and the class count
         logits, sources = self.teacher_logits(
-            [self.view(0, ViewParams('record'))])
+            [self.source.view(0, ViewParams('record'))])
         classes = list(self.dataset.metainfo.get('classes') or [])
         self.index = dict(
             format=FORMAT, status='building', length=len(self.dataset),
@@ -175,32 +242,6 @@ class CacheBuilder:
         if topk and not 0 < topk < self.index['classes_n']:
             raise ConfigError(f'--topk {topk}: give 0 < K < '
                               f'{self.index["classes_n"]} (the classes).')
-
-    # -- one view ------------------------------------------------------
-    def view(self, idx: int, params: ViewParams) -> dict:
-        info = copy.deepcopy(self.dataset.get_data_info(idx))
-        return self.dataset.pipeline(dict(info, **{VIEW_KEY: params}))
-
-    def views_of(self, idx: int) -> tuple[list, np.ndarray]:
-        """The packed views of image ``idx`` and their (V, P) parameters."""
-        n, p = self.index['views_per_sample'], self.index['params']
-        if self.views == 'all':
-            table = enumerate_views(self.dataset.pipeline,
-                                    self.dataset.get_data_info(idx))
-            if table.shape != (n, p):
-                raise ConfigError(
-                    f'image {idx} has {len(table)} views, image 0 has {n}: '
-                    "--views all needs images of one size.\n  Fix: resize "
-                    'them in the pipeline first, or give a view count.')
-            return [self.view(idx, ViewParams('apply', r)) for r in table], \
-                table
-        np.random.seed(sample_seed(self.seed, idx))
-        out, table = [], []
-        for _ in range(n):
-            vp = ViewParams('record')
-            out.append(self.view(idx, vp))
-            table.append(vp.params)
-        return out, np.asarray(table, np.int32).reshape(n, p)
 
     @torch.no_grad()
     def teacher_logits(self, packed: list) -> tuple[list, list]:
@@ -257,17 +298,17 @@ class CacheBuilder:
         t0 = last = time.time()
         done = 0
         per_batch = max(1, self.batch_size // idx['views_per_sample'])
-        for start in range(0, len(todo), per_batch):
-            chunk = todo[start:start + per_batch]
-            packed, tables = [], []
-            for row in chunk:
-                views, table = self.views_of(row * self.world + self.rank)
-                packed.extend(views)
-                tables.append(table)
-            self.write(shard, chunk, tables, packed)
+        loader = torch.utils.data.DataLoader(
+            _RowViews(self.source, todo, self.world, self.rank),
+            batch_size=per_batch, shuffle=False, num_workers=self.workers,
+            collate_fn=_as_list)
+        for batch in loader:
+            chunk = [row for row, _, _ in batch]
+            packed = [v for _, views, _ in batch for v in views]
+            self.write(shard, chunk, [t for _, _, t in batch], packed)
             done += len(chunk)
             now = time.time()
-            if now - last >= log_every or start + per_batch >= len(todo):
+            if now - last >= log_every or done >= len(todo):
                 last = now
                 rate = done / max(now - t0, 1e-9)
                 eta = (len(todo) - done) / max(rate, 1e-9)
@@ -325,7 +366,8 @@ class CacheBuilder:
                 try:
                     d = open_shard(self.out_dir, idx, r, 'r')['done']
                     left += int((d == 0).sum())
-                except Exception:  # noqa: BLE001 - not created yet
+                except (OSError, ValueError):  # MissingFileError too
+                    # not created yet, or its header still being written
                     left += rows_of(idx['length'], self.world, r)
             if not left:
                 break
@@ -343,4 +385,50 @@ class CacheBuilder:
                   f'{bytes_per_view(idx)} B per view.', logger='current')
 
 
-__all__ = ['CacheBuilder', 'sample_seed', 'cache_model_cfg']
+def synthetic_cache(cfg: Config, out_dir: str, images: int = 256,
+                    views: int = 1) -> str:
+    """A cache of random logits for ``cfg``'s teacher(s), with no data and
+    no teacher forward: for throughput runs only (``tools/benchmark.py
+    --synthetic-cache``: a step's cost does not depend on the values). Its
+    index says ``synthetic``; KDCachedViews refuses it, so nothing trains
+    from it."""
+    from .teacher_cache.teacher import LOGIT_RECORDERS
+    model_cfg = cache_model_cfg(cfg)
+    ds_cfg = train_dataset_cfg(cfg)
+    replay = replay_pipeline(ds_cfg.get('pipeline') or [])
+    classes = student_classes(model_cfg.get('architecture'))
+    recorders = (model_cfg.get('distiller') or {}).get(
+        'teacher_recorders') or {}
+    sources = [r.get('source') for r in recorders.values()
+               if str(r.get('type', '')).split('.')[-1] in LOGIT_RECORDERS]
+    if classes is None or not sources or len(sources) != len(recorders):
+        raise ConfigError('a synthetic cache needs a logit method (teacher '
+                          'recorders of the logits) and the student\'s '
+                          'class count (model.architecture.head.num_classes).')
+    index = dict(
+        format=FORMAT, status='complete', synthetic=True, length=int(images),
+        world_size=1, views=int(views), views_per_sample=int(views),
+        params=param_count(replay), classes_n=int(classes), class_names=None,
+        teachers=[teacher_record(spec, ckpt)
+                  for _, _, spec, ckpt in teacher_entries(model_cfg)],
+        topk=None, pipeline=canonical(ds_cfg.get('pipeline')),
+        dataset_type=str(ds_cfg.get('type')), logit_sources=sources,
+        teacher_options=teacher_options(
+            copy.deepcopy(model_cfg.get('data_preprocessor')),
+            model_cfg.get('teacher_dtype'), model_cfg.get('teacher_input'),
+            model_cfg.get('teacher_mode', 'tensor')), seed=0)
+    os.makedirs(out_dir, exist_ok=True)
+    shard = open_shard(out_dir, index, 0, 'w+')
+    rng = np.random.default_rng(0)
+    for name, arr in shard.items():
+        if name.startswith('logits'):
+            arr[:] = rng.normal(0, 3, arr.shape).astype(np.float16)
+        elif name == 'done':
+            arr[:] = 1
+        arr.flush()
+    write_index(out_dir, index)
+    return out_dir
+
+
+__all__ = ['CacheBuilder', 'sample_seed', 'cache_model_cfg',
+           'synthetic_cache']

@@ -19,6 +19,7 @@ from mmengine.registry import DefaultScope
 
 from kd_plugins.cache_teacher import CacheBuilder, sample_seed
 from kd_plugins.errors import ConfigError, KDPluginsError
+from kd_plugins.teacher_cache import LOGITS_KEY
 from kd_plugins.teacher_cache.replay import (VIEW_KEY, ViewParams,
                                              enumerate_views, replay_pipeline)
 from kd_plugins.teacher_cache.store import (open_shard, read_index,
@@ -170,34 +171,56 @@ def test_cache_holds_the_live_teachers_logits_of_every_view(cache):
 
 
 # ---------------------------------------------------------- training
-def test_losses_and_gradients_from_the_cache_equal_the_live_teachers(cache):
+@pytest.mark.parametrize('loss', ['KLDivergence', 'DISTLoss'])
+def test_losses_and_gradients_from_the_cache_equal_the_live_teachers(
+        cache, loss):
+    """KD and another logit-only mmrazor loss (DIST, Huang et al. 2022)
+    from the cache: the live teacher's losses and student gradients when its
+    logits are rounded to fp16 as the cache stores them (tight), and within
+    fp16 storage tolerance of the unrounded live teacher's (KD)."""
     cfg, _, out = cache
+    if loss == 'DISTLoss':
+        cfg = copy.deepcopy(cfg)
+        dist = cfg.model.distiller
+        dist.distill_losses = dict(loss_kd=dict(type='DISTLoss', tau=4.0))
+        dist.loss_forward_mappings = dict(loss_kd=dict(
+            logits_S=dict(from_student=True, recorder='fc'),
+            logits_T=dict(from_student=False, recorder='fc')))
     live, cached = _models(cfg, out)
     assert not list(cached.teacher.parameters())  # no teacher weights
     assert sum(p.numel() for p in live.teacher.parameters()) > 0
     ds = _cached_set(cfg, out)
     np.random.seed(3)
     batch = pseudo_collate([ds[i] for i in range(16)])
-    grads, losses = [], []
-    for model in (live, cached):
+
+    def step(model):
         data = model.data_preprocessor(copy.deepcopy(batch), True)
         model.zero_grad()
         loss = model.loss(data['inputs'], data['data_samples'])
         sum(loss.values()).backward()
-        losses.append({k: v.detach() for k, v in loss.items()})
-        grads.append([p.grad.clone() for p in model.student.parameters()])
-    assert losses[0].keys() == losses[1].keys()
-    for k in losses[0]:
-        torch.testing.assert_close(losses[1][k], losses[0][k], rtol=2e-3,
-                                   atol=1e-4)
-    for a, b in zip(*grads):
-        torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-4)
+        return ({k: v.detach() for k, v in loss.items()},
+                [p.grad.clone() for p in model.student.parameters()])
+    exact, cache_res = step(live), step(cached)
+    fc = live.teacher.head.fc
+    fc.forward = lambda x, f=fc.forward: f(x).half().float()
+    rounded = step(live)
+    for want, rtol, atol, gtol in ((rounded, 1e-5, 1e-7, (1e-4, 1e-7)),
+                                   (exact, 2e-3, 1e-4, (2e-2, 2e-4))):
+        if want is exact and loss == 'DISTLoss':
+            continue  # Pearson terms: fp16 moves a few gradients by 5 %
+        assert want[0].keys() == cache_res[0].keys()
+        for k in want[0]:
+            torch.testing.assert_close(cache_res[0][k], want[0][k],
+                                       rtol=rtol, atol=atol)
+        for a, b in zip(want[1], cache_res[1]):
+            torch.testing.assert_close(b, a, rtol=gtol[0], atol=gtol[1])
 
 
 def test_two_teacher_cache_combines_as_the_live_ensemble(cache, tmp_path):
     """MultiTeacherDistill: one cache of both teachers; with each combine
     rule the losses and gradients are the live ensemble's (fp16
-    tolerance)."""
+    tolerance). Or one cache per teacher: the same views and logits; the
+    caches in teacher order, one per teacher, of the same views."""
     from mmrazor.registry import MODELS
     _, ckpt, _ = cache
     mt = Config.fromfile(osp.join(ROOT, 'configs/demo/mt_kd_digits.py'))
@@ -234,6 +257,35 @@ def test_two_teacher_cache_combines_as_the_live_ensemble(cache, tmp_path):
                                        atol=1e-4, msg=f'{combine} {k}')
         for a, b in zip(*grads):
             torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-4)
+    # one cache per teacher (single-teacher builds, same --views and
+    # --seed): the same views and logits as the cache of both
+    singles = []
+    for k, c in enumerate((ckpt, ckpt2)):
+        singles.append(str(tmp_path / f'single{k}'))
+        CacheBuilder(_cfg(c), singles[-1], views=2, batch_size=120).run()
+    both, split = _cached_set(mt, out), _cached_set(mt, singles)
+    for i in (0, 31, 59):
+        np.random.seed(i)
+        a = both[i]
+        np.random.seed(i)
+        b = split[i]
+        assert torch.equal(a['inputs'], b['inputs'])
+        torch.testing.assert_close(b['data_samples'].get(LOGITS_KEY),
+                                   a['data_samples'].get(LOGITS_KEY),
+                                   rtol=0, atol=0)
+    model = MODELS.build(dict(copy.deepcopy(mt.model), teacher_cache=singles))
+    assert [t.k for t in model.teacher.teachers] == [0, 1]
+    with pytest.raises(ConfigError, match='another checkpoint of the '
+                       'teacher'):  # teacher order
+        MODELS.build(dict(copy.deepcopy(mt.model),
+                          teacher_cache=singles[::-1]))
+    with pytest.raises(ConfigError, match='lists 3 caches for 2 teachers'):
+        MODELS.build(dict(copy.deepcopy(mt.model),
+                          teacher_cache=singles + [out]))
+    other_seed = str(tmp_path / 'seed1')
+    CacheBuilder(_cfg(ckpt2), other_seed, views=2, seed=1).run()
+    with pytest.raises(ConfigError, match='other views: seed'):
+        _cached_set(mt, [singles[0], other_seed])
 
 
 def test_views_all_training_steps_equal_the_live_run(cache):
@@ -418,7 +470,7 @@ def test_cache_build_resumes_after_sigkill_and_two_processes_agree(
     index = read_index(str(tmp_path / 'c'))
     done = open_shard(str(tmp_path / 'c'), index, 0, 'r')['done']
     assert index['status'] == 'building' and 0 < done.sum() < 60
-    again = run_tool(args)
+    again = run_tool(args + ['--workers', '2'])  # views do not depend on it
     assert 'resuming' in again.stdout + again.stderr
     assert read_index(str(tmp_path / 'c'))['status'] == 'complete'
     for (p1, z1), (p2, z2) in zip(_arrays(out), _arrays(str(tmp_path / 'c'))):
@@ -433,6 +485,27 @@ def test_cache_build_resumes_after_sigkill_and_two_processes_agree(
     assert read_index(two)['world_size'] == 2
     assert sorted(f for f in os.listdir(two) if f.startswith('logits')) == [
         'logits_t0_r0.npy', 'logits_t0_r1.npy']
+    for (p1, z1), (p2, z2) in zip(_arrays(out), _arrays(two)):
+        np.testing.assert_array_equal(p1, p2)
+        np.testing.assert_array_equal(z1, z2)
+
+
+def test_slurm_build_two_tasks_writes_a_shard_each(cache, tmp_path):
+    """srun -n 2 tools/cache_teacher.py --launcher slurm: each task writes
+    its own shard (ranks from SLURM_PROCID / SLURM_NTASKS), and the arrays
+    are the one-process cache's."""
+    from tests.test_distributed import _env, _need_slurm, _run
+    _need_slurm()
+    _, ckpt, out = cache
+    two = str(tmp_path / 'slurm')
+    partition = os.environ.get('KD_SLURM_PARTITION', 'debug')
+    _run(['srun', '-p', partition, '-N1', '-n2', '--cpus-per-task=1',
+          sys.executable, 'tools/cache_teacher.py', CFG, two, '--views', 'all',
+          '--batch-size', '100', '--launcher', 'slurm', '--cfg-options',
+          f'model.teacher_ckpt={ckpt}',
+          f'train_dataloader.dataset.num_per_class={N_PER_CLASS}'], _env())
+    index = read_index(two)
+    assert (index['world_size'], index['status']) == (2, 'complete')
     for (p1, z1), (p2, z2) in zip(_arrays(out), _arrays(two)):
         np.testing.assert_array_equal(p1, p2)
         np.testing.assert_array_equal(z1, z2)
@@ -557,3 +630,20 @@ def test_benchmark_times_the_cached_model_beside_the_live_ones(cache,
     assert {'row': 'FastDistill (cache)', 'target': 'step <= 1.10x student'
             } in [dict(row=t['row'], target=t['target'])
                   for t in res['targets']]
+
+
+def test_a_synthetic_cache_times_but_never_trains(tmp_path):
+    """tools/benchmark.py --synthetic-cache: random logits for the config's
+    teacher, no data; the cached model builds on it, KDCachedViews refuses
+    it (nothing trains from random logits)."""
+    from mmrazor.registry import MODELS
+
+    from kd_plugins.cache_teacher import synthetic_cache
+    cfg = _cfg(str(tmp_path / 'absent.pth'))  # no checkpoint is read
+    out = synthetic_cache(cfg, str(tmp_path / 'syn'), images=8)
+    index = read_index(out)
+    assert index['synthetic'] and index['length'] == 8
+    model = MODELS.build(dict(copy.deepcopy(cfg.model), teacher_cache=out))
+    assert not list(model.teacher.parameters())
+    with pytest.raises(ConfigError, match='synthetic cache'):
+        _cached_set(cfg, out)

@@ -266,8 +266,9 @@ def test_gpu_check_dry_run_exercises_its_plumbing(tmp_path):
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['dry_run'] and summary['tests']['collected'] >= 15
     (bench, ) = summary['benchmarks']
-    assert {r['name'] for r in bench['rows']} == {'student', 'mmrazor-kd',
-                                                  'FastDistill'}
+    assert {r['name'] for r in bench['rows']} == {
+        'student', 'mmrazor-kd', 'FastDistill', 'FastDistill (cache)'}
+    assert bench['meta']['cache']['images'] == 2  # synthetic: the batch
     assert 'targets' in bench
     assert 'DRY RUN' in (out / 'summary.md').read_text()
     assert 'summary.md' in proc.stdout

@@ -18,7 +18,9 @@ backward, optimizer step):
 * the config's model as configured (e.g. ``FastDistill`` + AEKT);
 * with ``--compile``: the config's model with ``compile=True`` as well;
 * when the config names a teacher cache (``model.teacher_cache=DIR``, in the
-  file or through ``--cfg-options``): ``<model> (cache)``, the same model
+  file or through ``--cfg-options``; or, with ``--synthetic-cache``, a cache
+  of random logits made for the run, no data needed; ``make gpu-check``
+  uses it): ``<model> (cache)``, the same model
   trained from that cache (no teacher; the batch carries stored logits of
   the cache's images, as ``KDCachedViews`` gives them), beside the live rows
   (the config's teacher, random weights). The cache's size per view, the
@@ -80,6 +82,10 @@ def parse_args(argv=None):
     p.add_argument('--device', default=None,
                    help='cuda or cpu (default: cuda if available)')
     p.add_argument('--json', default=None, help='write the rows here')
+    p.add_argument('--synthetic-cache', action='store_true',
+                   help='no model.teacher_cache given: time the cached row '
+                   'on a cache of random logits made here for the config\'s '
+                   'teacher(s) (no data needed; a step costs the same)')
     p.add_argument('--budget-s', type=float, default=None,
                    help='skip rows that would start after this many seconds')
     add_cfg_options(p)
@@ -279,32 +285,40 @@ def check_targets(rows: list, ref: dict | None, trains_teacher: bool
 CACHE_ROW = ' (cache)'
 
 
-def cached_batch(cache_dir: str, data: dict) -> tuple[dict, dict]:
+def cached_batch(cache, data: dict) -> tuple[dict, dict]:
     """The benchmark batch with stored logits on its samples (image i of
-    the batch takes cache image i mod length, its view 0), and what the
-    cache costs: size per view, read time per image."""
+    the batch takes cache image i mod length, its view 0; a list of caches,
+    one per teacher: their logits stacked), and what the cache costs: size
+    per view, read time per image."""
     from kd_plugins.teacher_cache import LOGITS_KEY
+    from kd_plugins.teacher_cache.dataset import as_caches
     from kd_plugins.teacher_cache.store import (bytes_per_view, open_shard,
                                                 read_complete_index,
                                                 sample_logits, total_bytes)
-    index = read_complete_index(cache_dir)
-    world, shards = index['world_size'], {}
+    caches = as_caches(cache)
+    indexes = [read_complete_index(c) for c in caches]
+    shards = {}
     samples = [s.clone() for s in data['data_samples']]
     t0 = time.perf_counter()
     for i, ds in enumerate(samples):
-        idx = i % index['length']
-        r = idx % world
-        if r not in shards:
-            shards[r] = open_shard(cache_dir, index, r, 'r')
-        ds.set_field(sample_logits(shards[r], idx // world, 0, index),
-                     LOGITS_KEY)
+        parts = []
+        for c, index in zip(caches, indexes):
+            idx = i % index['length']
+            r = idx % index['world_size']
+            if (c, r) not in shards:
+                shards[c, r] = open_shard(c, index, r, 'r')
+            parts.append(sample_logits(shards[c, r],
+                                       idx // index['world_size'], 0, index))
+        ds.set_field(torch.cat(parts), LOGITS_KEY)
     read_s = time.perf_counter() - t0
-    info = dict(dir=cache_dir, images=index['length'],
-                views_per_image=index['views_per_sample'],
-                views=index['views'], topk=index['topk'],
-                teachers=len(index['teachers']),
-                bytes_per_view=bytes_per_view(index),
-                total_bytes=total_bytes(index),
+    first = indexes[0]
+    info = dict(dir=caches[0] if len(caches) == 1 else caches,
+                images=first['length'],
+                views_per_image=first['views_per_sample'],
+                views=first['views'], topk=first['topk'],
+                teachers=sum(len(x['teachers']) for x in indexes),
+                bytes_per_view=sum(bytes_per_view(x) for x in indexes),
+                total_bytes=sum(total_bytes(x) for x in indexes),
                 read_us_per_image=1e6 * read_s / len(samples))
     return dict(data, data_samples=samples), info
 
@@ -382,12 +396,22 @@ def run(args) -> list[dict]:
         plan.append((f'{name}+compile', lambda: MODELS.build(
             dict(model_cfg, compile=True))))
     cache = None
+    if not cache_dir and args.synthetic_cache:
+        import tempfile
+
+        from kd_plugins.cache_teacher import synthetic_cache
+        cache_dir = synthetic_cache(cfg, tempfile.mkdtemp(
+            prefix='kd_bench_cache_'), images=args.batch)
+        cached_cfg['teacher_cache'] = cache_dir
+        notes.append('teacher cache: synthetic (random logits, made for '
+                     'this run)')
+        print(f'[benchmark] note: {notes[-1]}', flush=True)
     if cache_dir:
         if 'teacher_cache' not in algo.__init__.__code__.co_varnames:
             raise ConfigError(f'{name} takes no teacher_cache.\n  Fix: '
                               'drop model.teacher_cache (FastDistill and '
                               'MultiTeacherDistill train from a cache).')
-        cached_data, cache = cached_batch(str(cache_dir), data)
+        cached_data, cache = cached_batch(cache_dir, data)
         plan.append((name + CACHE_ROW, lambda: MODELS.build(cached_cfg),
                      cached_data))
     for row_name, build, *batch in plan:

@@ -2,7 +2,8 @@
 over views of every training image (guide: docs/methods/teacher_cache.md).
 
     python tools/cache_teacher.py CONFIG OUT_DIR [--views N | --views all] \
-        [--topk K] [--batch-size B] [--seed S] [--device cpu|cuda] \
+        [--topk K] [--batch-size B] [--seed S] [--workers W] \
+        [--device cpu|cuda] \
         [--cfg-options model.teacher_ckpt=T.pth ...]
     # several processes (each writes its own shard; rank 0 finishes):
     python -m torch.distributed.run --nproc_per_node 8 \
@@ -77,6 +78,9 @@ def main(argv=None):
                         help='views per teacher forward')
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of the views (with each image index)')
+    parser.add_argument('--workers', type=int, default=None,
+                        help='data loader processes for the views (default: '
+                        "the config's train_dataloader.num_workers)")
     parser.add_argument('--device', default=None,
                         help='cpu or cuda (default: cuda when available)')
     parser.add_argument('--launcher', default='none',
@@ -106,7 +110,7 @@ def main(argv=None):
         device = f'cuda:{local_rank(args.launcher)}'
     CacheBuilder(cfg, args.out_dir, views=args.views, topk=args.topk,
                  batch_size=args.batch_size, seed=args.seed, rank=rank,
-                 world=world, device=device).run()
+                 world=world, device=device, workers=args.workers).run()
 
 
 if __name__ == '__main__':

@@ -112,11 +112,8 @@ def wrap_cached_views(cfg: Config) -> None:
     loader = cfg.get('train_dataloader')
     if not cache or not loader:
         return
-    ds = loader.dataset
-    if str(ds.get('type', '')).split('.')[-1] == 'KDCachedViews':
-        ds.cache = cache
-        return
-    loader.dataset = dict(type='KDCachedViews', dataset=ds, cache=cache)
+    from kd_plugins.teacher_cache.dataset import wrap_cached_views as wrap
+    loader.dataset = wrap(loader.dataset, cache)
 
 
 def merge_args(cfg: Config, args) -> Config:

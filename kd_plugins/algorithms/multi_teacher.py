@@ -113,8 +113,11 @@ class MultiTeacherDistill(FastDistill):
         channels_last, teacher_dtype, teacher_mode, compile: the fast path,
             as :class:`FastDistill`.
         teacher_input: as :class:`FastDistill` (one for all teachers).
-        teacher_cache: a cache of all K teachers (tools/cache_teacher.py):
-            none is built; the combine rules apply to the stored logits.
+        teacher_cache: a cache of all K teachers (tools/cache_teacher.py
+            on this config), or a list of K caches, one per teacher in
+            teacher order (each built from a single-teacher config with the
+            same --views and --seed): none is built; the combine rules apply
+            to the stored logits.
         distiller, architecture, data_preprocessor, ...: as mmrazor's
             ``SingleTeacherDistill`` (``student_trainable``,
             ``calculate_student_loss``).
@@ -132,7 +135,7 @@ class MultiTeacherDistill(FastDistill):
                  teacher_mode: str = 'tensor',
                  compile: Union[bool, dict] = False,
                  teacher_input: Optional[dict] = None,
-                 teacher_cache: Optional[str] = None,
+                 teacher_cache: Union[str, Sequence[str], None] = None,
                  student_trainable: bool = True,
                  calculate_student_loss: bool = True,
                  teacher_module_inplace: bool = False,

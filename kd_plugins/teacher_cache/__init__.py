@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
-from .dataset import KDCachedViews
+from .dataset import KDCachedViews, as_caches
 from .replay import (KDReplayRandomCrop, KDReplayRandomFlip,
                      KDReplayRandomResizedCrop, replay_pipeline)
 from .store import canonical, read_complete_index
@@ -31,30 +31,46 @@ def teacher_options(data_preprocessor, teacher_dtype, teacher_input,
                 teacher_mode=teacher_mode)
 
 
-def cached_teachers(cache_dir: str, distiller: dict,
+def cached_teachers(cache_dir, distiller: dict,
                     entries: Sequence[Tuple[object, Optional[str]]],
                     options: dict,
                     student_classes: Optional[int] = None
                     ) -> List[CachedTeacher]:
     """The stand-ins of a run's teachers (``entries``: (spec, ckpt) each),
     after checking that ``cache_dir`` was built for them, for these
-    fast-path ``options`` and for the student's class count."""
-    cache_dir = str(cache_dir)
-    index = read_complete_index(cache_dir)
-    check_teachers(cache_dir, index,
-                   [dict(spec=canonical(s), ckpt=c) for s, c in entries],
-                   options)
-    if student_classes is not None and student_classes != index['classes_n']:
+    fast-path ``options`` and for the student's class count. ``cache_dir``:
+    one cache of all the teachers, or a list of caches, one per teacher in
+    teacher order (KDCachedViews stacks their logits in that order)."""
+    caches = as_caches(cache_dir)
+    if len(caches) == 1:
+        groups = [(caches[0], list(entries))]
+    elif len(caches) == len(entries):
+        groups = [(c, [e]) for c, e in zip(caches, entries)]
+    else:
         raise ConfigError(
-            f'teacher_cache {cache_dir!r} holds logits of '
-            f'{index["classes_n"]} classes but the student '
-            f'(model.architecture) predicts {student_classes}.\n  Fix: set '
-            f'model.architecture.head.num_classes={index["classes_n"]}, or '
-            'build a cache for a teacher of your classes.')
-    sources = teacher_logit_sources(distiller, cache_dir,
-                                    index['logit_sources'])
-    return [CachedTeacher(sources, k, index['classes_n'])
-            for k in range(len(entries))]
+            f'teacher_cache lists {len(caches)} caches for {len(entries)} '
+            'teachers.\n  Fix: give one cache of all the teachers, or one '
+            'cache per teacher, in teacher order.')
+    out: List[CachedTeacher] = []
+    for cache, group in groups:
+        index = read_complete_index(cache)
+        check_teachers(cache, index,
+                       [dict(spec=canonical(s), ckpt=c) for s, c in group],
+                       options)
+        if student_classes is not None and \
+                student_classes != index['classes_n']:
+            raise ConfigError(
+                f'teacher_cache {cache!r} holds logits of '
+                f'{index["classes_n"]} classes but the student '
+                f'(model.architecture) predicts {student_classes}.\n  Fix: '
+                f'set model.architecture.head.num_classes='
+                f'{index["classes_n"]}, or build a cache for a teacher of '
+                'your classes.')
+        sources = teacher_logit_sources(distiller, cache,
+                                        index['logit_sources'])
+        out += [CachedTeacher(sources, len(out) + k, index['classes_n'])
+                for k in range(len(group))]
+    return out
 
 
 __all__ = ['KDCachedViews', 'KDReplayRandomCrop', 'KDReplayRandomFlip',

@@ -16,8 +16,10 @@ distiller's :class:`~.teacher.CachedTeacher` emits in place of a teacher.
 from __future__ import annotations
 
 import copy
+from typing import List
 
 import numpy as np
+import torch
 from mmpretrain.registry import DATASETS
 
 from ..errors import ConfigError
@@ -53,6 +55,35 @@ def check_data(cache_dir: str, index: dict, ds_cfg: dict, dataset) -> None:
             f'{classes[:5]}... ({len(classes)})', fix))
 
 
+def is_cached_views(ds_cfg) -> bool:
+    """Whether a data set config is a KDCachedViews wrapper."""
+    return str(ds_cfg.get('type', '')).split('.')[-1] == 'KDCachedViews'
+
+
+def wrap_cached_views(ds_cfg, cache: str) -> dict:
+    """The train set config wrapped in KDCachedViews over ``cache`` (one
+    already wrapped gets this cache)."""
+    if is_cached_views(ds_cfg):
+        return dict(ds_cfg, cache=cache)
+    return dict(type='KDCachedViews', dataset=ds_cfg, cache=cache)
+
+
+def unwrap_cached_views(ds_cfg) -> dict:
+    """The data set a KDCachedViews config wraps (others as they are)."""
+    return dict(ds_cfg['dataset']) if is_cached_views(ds_cfg) else ds_cfg
+
+
+# what must agree between the caches of one run's teachers: the same views
+VIEW_KEYS = ('views', 'views_per_sample', 'params', 'seed', 'length')
+
+
+def as_caches(cache) -> List[str]:
+    """``model.teacher_cache``: one directory, or a list (one per
+    teacher, in teacher order)."""
+    return [str(c) for c in cache] if isinstance(cache, (list, tuple)) \
+        else [str(cache)]
+
+
 @DATASETS.register_module()
 class KDCachedViews:
     """The train set of a cached-teacher run.
@@ -60,12 +91,24 @@ class KDCachedViews:
     Args:
         dataset: the train dataset config (its ``pipeline`` is the one the
             cache was built with; its random transforms are replayed).
-        cache: the teacher cache directory (``tools/cache_teacher.py``).
+        cache: the teacher cache directory (``tools/cache_teacher.py``), or
+            a list of them, one per teacher in teacher order (built with the
+            same ``--views`` and ``--seed``: the same views of every image);
+            a sample's logits are then stacked (K, C) in that order.
     """
 
-    def __init__(self, dataset: dict, cache: str) -> None:
-        self.cache = str(cache)
-        self.index = read_complete_index(self.cache)
+    def __init__(self, dataset: dict, cache) -> None:
+        self.caches = as_caches(cache)
+        self.cache = self.caches[0] if len(self.caches) == 1 else self.caches
+        self.indexes = [read_complete_index(c) for c in self.caches]
+        self.index = self.indexes[0]
+        for c, index in zip(self.caches, self.indexes):
+            if index.get('synthetic'):
+                raise ConfigError(
+                    f'teacher_cache {c!r} is a synthetic cache (random '
+                    'logits, made by tools/benchmark.py --synthetic-cache '
+                    'for step timing): nothing trains from it.\n  Fix: build '
+                    'a real one: python tools/cache_teacher.py CONFIG DIR.')
         ds_cfg = copy.deepcopy(dict(dataset))
         if 'pipeline' not in ds_cfg:
             raise ConfigError('KDCachedViews needs a dataset config with a '
@@ -74,11 +117,18 @@ class KDCachedViews:
         original = ds_cfg['pipeline']
         ds_cfg['pipeline'] = replay_pipeline(original)
         self.dataset = DATASETS.build(ds_cfg)
-        check_data(self.cache, self.index, dict(dataset, pipeline=original),
-                   self.dataset)
-        self.world = self.index['world_size']
+        for c, index in zip(self.caches, self.indexes):
+            check_data(c, index, dict(dataset, pipeline=original),
+                       self.dataset)
+            for key in VIEW_KEYS:
+                if index.get(key) != self.index.get(key):
+                    raise ConfigError(mismatch(
+                        f'other views: {key}', c, index.get(key),
+                        f'{self.index.get(key)} in {self.caches[0]!r}',
+                        'Fix: build the caches of one run\'s teachers with '
+                        'the same --views and --seed.'))
         self.all_views = self.index['views'] == 'all'
-        self._shards: dict = {}  # rank -> memory maps, opened on first use
+        self._shards: dict = {}  # (cache, rank) -> memory maps, on first use
 
     @property
     def metainfo(self) -> dict:
@@ -90,15 +140,25 @@ class KDCachedViews:
     def get_data_info(self, idx: int) -> dict:
         return self.dataset.get_data_info(idx)
 
-    def _shard(self, idx: int):
-        r = idx % self.world
-        if r not in self._shards:
-            self._shards[r] = open_shard(self.cache, self.index, r, 'r')
-        return self._shards[r], idx // self.world
+    def _shard(self, c: int, idx: int):
+        """Cache c's memory maps holding image ``idx``, and its row."""
+        world = self.indexes[c]['world_size']
+        r = idx % world
+        if (c, r) not in self._shards:
+            self._shards[c, r] = open_shard(self.caches[c], self.indexes[c],
+                                            r, 'r')
+        return self._shards[c, r], idx // world
 
     def __getitem__(self, idx: int) -> dict:
-        shard, row = self._shard(idx)
-        params = shard['params'][row]  # (V, P)
+        shards = [self._shard(c, idx) for c in range(len(self.caches))]
+        params = shards[0][0]['params'][shards[0][1]]  # (V, P)
+        for c, (shard, row) in enumerate(shards[1:], 1):
+            if not np.array_equal(shard['params'][row], params):
+                raise ConfigError(
+                    f'image {idx}: teacher_cache {self.caches[c]!r} stores '
+                    f'other views than {self.caches[0]!r}.\n  Fix: build '
+                    "the caches of one run's teachers with the same --views "
+                    'and --seed.')
         info = copy.deepcopy(self.dataset.get_data_info(idx))
         if self.all_views:
             view = ViewParams('record')
@@ -108,13 +168,15 @@ class KDCachedViews:
             if not len(hits):
                 raise ConfigError(
                     f'sample {idx}: the view drawn {view.params} is not in '
-                    f'teacher_cache {self.cache!r} (built with --views all '
-                    'for images of another size?).\n  Fix: rebuild it.')
+                    f'teacher_cache {self.caches[0]!r} (built with --views '
+                    'all for images of another size?).\n  Fix: rebuild it.')
             v = int(hits[0])
         else:
             v = int(np.random.randint(len(params)))
             out = self.dataset.pipeline(dict(
                 info, **{VIEW_KEY: ViewParams('apply', params[v])}))
-        logits = sample_logits(shard, row, v, self.index)
+        logits = torch.cat([sample_logits(shard, row, v, index)
+                            for (shard, row), index in
+                            zip(shards, self.indexes)])
         out['data_samples'].set_field(logits, LOGITS_KEY)
         return out

@@ -292,24 +292,17 @@ def cached_batch(cache, data: dict) -> tuple[dict, dict]:
     per view, read time per image."""
     from kd_plugins.teacher_cache import LOGITS_KEY
     from kd_plugins.teacher_cache.dataset import as_caches
-    from kd_plugins.teacher_cache.store import (bytes_per_view, open_shard,
+    from kd_plugins.teacher_cache.store import (CacheReader, bytes_per_view,
                                                 read_complete_index,
-                                                sample_logits, total_bytes)
+                                                total_bytes)
     caches = as_caches(cache)
     indexes = [read_complete_index(c) for c in caches]
-    shards = {}
+    reader = CacheReader(caches, indexes)
+    length = min(x['length'] for x in indexes)
     samples = [s.clone() for s in data['data_samples']]
     t0 = time.perf_counter()
     for i, ds in enumerate(samples):
-        parts = []
-        for c, index in zip(caches, indexes):
-            idx = i % index['length']
-            r = idx % index['world_size']
-            if (c, r) not in shards:
-                shards[c, r] = open_shard(c, index, r, 'r')
-            parts.append(sample_logits(shards[c, r],
-                                       idx // index['world_size'], 0, index))
-        ds.set_field(torch.cat(parts), LOGITS_KEY)
+        ds.set_field(reader.logits(i % length, 0), LOGITS_KEY)
     read_s = time.perf_counter() - t0
     first = indexes[0]
     info = dict(dir=caches[0] if len(caches) == 1 else caches,

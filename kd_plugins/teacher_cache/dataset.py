@@ -19,13 +19,11 @@ import copy
 from typing import List
 
 import numpy as np
-import torch
 from mmpretrain.registry import DATASETS
 
 from ..errors import ConfigError
 from .replay import VIEW_KEY, ViewParams, replay_pipeline
-from .store import (canonical, mismatch, open_shard, read_complete_index,
-                    sample_logits)
+from .store import CacheReader, canonical, mismatch, read_complete_index
 from .teacher import LOGITS_KEY
 
 
@@ -128,7 +126,7 @@ class KDCachedViews:
                         'Fix: build the caches of one run\'s teachers with '
                         'the same --views and --seed.'))
         self.all_views = self.index['views'] == 'all'
-        self._shards: dict = {}  # (cache, rank) -> memory maps, on first use
+        self.reader = CacheReader(self.caches, self.indexes)
 
     @property
     def metainfo(self) -> dict:
@@ -140,20 +138,10 @@ class KDCachedViews:
     def get_data_info(self, idx: int) -> dict:
         return self.dataset.get_data_info(idx)
 
-    def _shard(self, c: int, idx: int):
-        """Cache c's memory maps holding image ``idx``, and its row."""
-        world = self.indexes[c]['world_size']
-        r = idx % world
-        if (c, r) not in self._shards:
-            self._shards[c, r] = open_shard(self.caches[c], self.indexes[c],
-                                            r, 'r')
-        return self._shards[c, r], idx // world
-
     def __getitem__(self, idx: int) -> dict:
-        shards = [self._shard(c, idx) for c in range(len(self.caches))]
-        params = shards[0][0]['params'][shards[0][1]]  # (V, P)
-        for c, (shard, row) in enumerate(shards[1:], 1):
-            if not np.array_equal(shard['params'][row], params):
+        params = self.reader.params(idx)  # (V, P)
+        for c in range(1, len(self.caches)):
+            if not np.array_equal(self.reader.params(idx, c), params):
                 raise ConfigError(
                     f'image {idx}: teacher_cache {self.caches[c]!r} stores '
                     f'other views than {self.caches[0]!r}.\n  Fix: build '
@@ -175,8 +163,5 @@ class KDCachedViews:
             v = int(np.random.randint(len(params)))
             out = self.dataset.pipeline(dict(
                 info, **{VIEW_KEY: ViewParams('apply', params[v])}))
-        logits = torch.cat([sample_logits(shard, row, v, index)
-                            for (shard, row), index in
-                            zip(shards, self.indexes)])
-        out['data_samples'].set_field(logits, LOGITS_KEY)
+        out['data_samples'].set_field(self.reader.logits(idx, v), LOGITS_KEY)
         return out

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import os.path as osp
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -173,6 +173,38 @@ def sample_logits(shard: dict, row: int, view: int,
     return torch.stack(out)
 
 
+class CacheReader:
+    """Image-indexed reads from one or several caches (several: one per
+    teacher, their logits stacked in that order). Each cache's shards are
+    memory-mapped on first use, in the process that reads (loader workers
+    each map their own)."""
+
+    def __init__(self, caches: Sequence[str], indexes: Sequence[dict]
+                 ) -> None:
+        self.caches, self.indexes = list(caches), list(indexes)
+        self._shards: dict = {}  # (cache, rank) -> memory maps
+
+    def _shard(self, c: int, idx: int) -> tuple:
+        """Cache c's memory maps holding image ``idx``, and its row."""
+        world = self.indexes[c]['world_size']
+        r = idx % world
+        if (c, r) not in self._shards:
+            self._shards[c, r] = open_shard(self.caches[c], self.indexes[c],
+                                            r, 'r')
+        return self._shards[c, r], idx // world
+
+    def params(self, idx: int, c: int = 0) -> np.ndarray:
+        """(V, P) replay parameters of image ``idx``'s views in cache c."""
+        shard, row = self._shard(c, idx)
+        return shard['params'][row]
+
+    def logits(self, idx: int, view: int) -> torch.Tensor:
+        """(K, C) float32 logits of view ``view`` of image ``idx``, every
+        cache's teachers in order."""
+        return torch.cat([sample_logits(*self._shard(c, idx), view, index)
+                          for c, index in enumerate(self.indexes)])
+
+
 def human_bytes(n: float) -> str:
     for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
         if n < 1024 or unit == 'TiB':
@@ -195,4 +227,4 @@ __all__ = ['canonical', 'file_sha256', 'read_index', 'read_complete_index',
            'write_index',
            'open_shard', 'shard_files', 'topk_logits', 'sample_logits',
            'teacher_record', 'total_bytes', 'bytes_per_view', 'human_bytes',
-           'rows_of']
+           'rows_of', 'CacheReader']

@@ -123,12 +123,10 @@ class FastDistill(SingleTeacherDistill):
                 'teacher, or ATSC.')
         check_fast_path_options(teacher_dtype, teacher_mode)
         if teacher_cache:
-            kwargs['teacher'] = cached_teachers(
+            kwargs['teacher'] = self._cached_teachers(
                 teacher_cache, kwargs.get('distiller'),
                 [(kwargs.get('teacher'), kwargs.pop('teacher_ckpt', None))],
-                teacher_options(kwargs.get('data_preprocessor'), teacher_dtype,
-                                teacher_input, teacher_mode),
-                student_classes(kwargs.get('architecture')))[0]
+                kwargs, teacher_dtype, teacher_input, teacher_mode)[0]
             teacher_dtype = teacher_input = None  # applied when it was built
         else:
             # built, loaded and frozen by the one teacher builder; mmrazor's
@@ -140,6 +138,20 @@ class FastDistill(SingleTeacherDistill):
         self._setup_teacher_input(teacher_input)
         self._setup_fast_path(channels_last, teacher_dtype, teacher_mode,
                               compile)
+
+    @staticmethod
+    def _cached_teachers(teacher_cache, distiller: dict, entries: list,
+                         kwargs: dict, teacher_dtype, teacher_input,
+                         teacher_mode) -> list:
+        """The cache's stand-ins for ``entries`` ((spec, ckpt) each),
+        checked against the run: its data preprocessor and fast-path
+        options (``kwargs``: the algorithm's others) and the student's
+        classes."""
+        return cached_teachers(
+            teacher_cache, distiller, entries,
+            teacher_options(kwargs.get('data_preprocessor'), teacher_dtype,
+                            teacher_input, teacher_mode),
+            student_classes(kwargs.get('architecture')))
 
     def _setup_teacher_input(self, teacher_input: Optional[dict]) -> None:
         if teacher_input is not None and not isinstance(teacher_input, dict):

@@ -44,9 +44,8 @@ from mmengine.model import BaseModel
 from mmrazor.registry import MODELS
 
 from ..errors import ConfigError
-from ..teacher_cache import cached_teachers, teacher_options
 from ..utils.teacher import build_teacher, teachers_and_ckpts
-from .fast_distill import FastDistill, check_fast_path_options, student_classes
+from .fast_distill import FastDistill, check_fast_path_options
 
 COMBINE = ('mean_logits', 'mean_probs', 'confidence', 'per_teacher')
 
@@ -156,11 +155,9 @@ class MultiTeacherDistill(FastDistill):
             raise ConfigError(f'teacher_weights has {len(teacher_weights)} '
                               f'values for {k} teachers.')
         if teacher_cache:
-            built = cached_teachers(
+            built = self._cached_teachers(
                 teacher_cache, distiller, list(zip(teachers, teacher_ckpts)),
-                teacher_options(kwargs.get('data_preprocessor'), teacher_dtype,
-                                teacher_input, teacher_mode),
-                student_classes(kwargs.get('architecture')))
+                kwargs, teacher_dtype, teacher_input, teacher_mode)
             teacher_dtype = teacher_input = None  # applied when it was built
         else:
             built = [build_teacher(t, c)

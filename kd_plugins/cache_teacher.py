@@ -40,6 +40,7 @@ from .teacher_cache.replay import (VIEW_KEY, ViewParams, enumerate_views,
 from .teacher_cache.store import (FORMAT, INDEX, bytes_per_view, canonical,
                                   human_bytes, open_shard, rows_of,
                                   teacher_record, total_bytes, write_index)
+from .teacher_cache.teacher import LOGIT_RECORDERS
 from .utils.teacher import teacher_entries
 
 # index keys that must agree for a build to resume (status, times excluded)
@@ -83,11 +84,26 @@ def cache_model_cfg(cfg: Config) -> dict:
     return model
 
 
+def index_base(model_cfg: dict, ds_cfg: dict, replay: list) -> dict:
+    """The index fields fixed by the config alone: the teachers (config,
+    checkpoint and its sha256), the options that change their logits, the
+    train pipeline and data set type, the parameters per view."""
+    return dict(
+        format=FORMAT, params=param_count(replay),
+        teachers=[teacher_record(spec, ckpt)
+                  for _, _, spec, ckpt in teacher_entries(model_cfg)],
+        pipeline=canonical(ds_cfg.get('pipeline')),
+        dataset_type=str(ds_cfg.get('type')),
+        teacher_options=teacher_options(
+            copy.deepcopy(model_cfg.get('data_preprocessor')),
+            model_cfg.get('teacher_dtype'), model_cfg.get('teacher_input'),
+            model_cfg.get('teacher_mode', 'tensor')))
+
+
 def teacher_records(model: FastDistill, n: int) -> tuple[list, list]:
     """The recorded logits (K tensors (n, C)) and the recorders' sources,
     after checking that every teacher recorder holds (n, C) logits and they
     agree."""
-    from .teacher_cache.teacher import LOGIT_RECORDERS
     teachers = list(getattr(model.teacher, 'teachers', [model.teacher]))
     k, c = len(teachers), num_classes(teachers[0])
     out, sources = None, []
@@ -207,9 +223,8 @@ class CacheBuilder:
                               'supported by a teacher cache).')
         replay = replay_pipeline(ds_cfg['pipeline'])  # refuses before work
         model_cfg = cache_model_cfg(cfg)
-        pre = copy.deepcopy(model_cfg.get('data_preprocessor'))
-        records = [teacher_record(spec, ckpt)  # before the build edits them
-                   for _, _, spec, ckpt in teacher_entries(model_cfg)]
+        base = index_base(model_cfg, ds_cfg, replay)  # before the model
+        # build below edits model_cfg
         self.dataset = DATASETS.build(dict(ds_cfg, pipeline=replay))
         self.model = MODELS.build(model_cfg).to(self.device).eval()
         if len(self.dataset) == 0:
@@ -219,26 +234,18 @@ class CacheBuilder:
             n_views = len(enumerate_views(self.dataset.pipeline, info))
         else:
             n_views = int(views)
-        opts = teacher_options(pre,
-                               model_cfg.get('teacher_dtype'),
-                               model_cfg.get('teacher_input'),
-                               model_cfg.get('teacher_mode', 'tensor'))
         self.source = _ViewSource(self.dataset, views, n_views,
-                                  param_count(replay), seed)
+                                  base['params'], seed)
         # one batch: the recorders' sources and the class count
         logits, sources = self.teacher_logits(
             [self.source.view(0, ViewParams('record'))])
         classes = list(self.dataset.metainfo.get('classes') or [])
         self.index = dict(
-            format=FORMAT, status='building', length=len(self.dataset),
+            base, status='building', length=len(self.dataset),
             world_size=world, views=views, views_per_sample=n_views,
-            params=param_count(replay), classes_n=int(logits[0].shape[1]),
-            class_names=classes or None,
-            teachers=records,
-            topk=int(topk) if topk else None,
-            pipeline=canonical(ds_cfg['pipeline']),
-            dataset_type=str(ds_cfg.get('type')), logit_sources=sources,
-            teacher_options=opts, seed=int(seed))
+            classes_n=int(logits[0].shape[1]), class_names=classes or None,
+            topk=int(topk) if topk else None, logit_sources=sources,
+            seed=int(seed))
         if topk and not 0 < topk < self.index['classes_n']:
             raise ConfigError(f'--topk {topk}: give 0 < K < '
                               f'{self.index["classes_n"]} (the classes).')
@@ -392,7 +399,6 @@ def synthetic_cache(cfg: Config, out_dir: str, images: int = 256,
     --synthetic-cache``: a step's cost does not depend on the values). Its
     index says ``synthetic``; KDCachedViews refuses it, so nothing trains
     from it."""
-    from .teacher_cache.teacher import LOGIT_RECORDERS
     model_cfg = cache_model_cfg(cfg)
     ds_cfg = train_dataset_cfg(cfg)
     replay = replay_pipeline(ds_cfg.get('pipeline') or [])
@@ -406,17 +412,10 @@ def synthetic_cache(cfg: Config, out_dir: str, images: int = 256,
                           'recorders of the logits) and the student\'s '
                           'class count (model.architecture.head.num_classes).')
     index = dict(
-        format=FORMAT, status='complete', synthetic=True, length=int(images),
-        world_size=1, views=int(views), views_per_sample=int(views),
-        params=param_count(replay), classes_n=int(classes), class_names=None,
-        teachers=[teacher_record(spec, ckpt)
-                  for _, _, spec, ckpt in teacher_entries(model_cfg)],
-        topk=None, pipeline=canonical(ds_cfg.get('pipeline')),
-        dataset_type=str(ds_cfg.get('type')), logit_sources=sources,
-        teacher_options=teacher_options(
-            copy.deepcopy(model_cfg.get('data_preprocessor')),
-            model_cfg.get('teacher_dtype'), model_cfg.get('teacher_input'),
-            model_cfg.get('teacher_mode', 'tensor')), seed=0)
+        index_base(model_cfg, ds_cfg, replay), status='complete',
+        synthetic=True, length=int(images), world_size=1, views=int(views),
+        views_per_sample=int(views), classes_n=int(classes),
+        class_names=None, topk=None, logit_sources=sources, seed=0)
     os.makedirs(out_dir, exist_ok=True)
     shard = open_shard(out_dir, index, 0, 'w+')
     rng = np.random.default_rng(0)

@@ -636,7 +636,6 @@ def cache_jobs(plan: Plan, regime: str, stage: str, rows: List[Row],
         v = r.cache_views
         tag = f'{regime} {stage} teacher cache ({v} views)'
         out = plan.work_dir(regime, stage, f'teacher_cache_{v}')
-        index = osp.join(out, 'index.json')
         if tag not in jobs:
             config = BY_NAME['kd'].config_for(regime)
             jobs[tag] = Job(
@@ -645,18 +644,19 @@ def cache_jobs(plan: Plan, regime: str, stage: str, rows: List[Row],
                 cmd=[sys.executable, 'tools/cache_teacher.py', config, out,
                      '--views', v, '--cfg-options',
                      f'model.teacher_ckpt={teacher}', *data],
-                reusable=lambda index=index: _complete_cache(index, teacher))
+                reusable=lambda out=out: _complete_cache(out, teacher))
         of[r.name] = (tag, [f'model.teacher_cache={out}'])
     return list(jobs.values()), of
 
 
-def _complete_cache(index: str, teacher: str) -> bool:
+def _complete_cache(out: str, teacher: str) -> bool:
     """A finished cache newer than the teacher checkpoint (--reuse)."""
+    from kd_plugins.errors import KDPluginsError
+    from kd_plugins.teacher_cache.store import INDEX, read_complete_index
     try:
-        with open(index) as f:
-            done = json.load(f).get('status') == 'complete'
-        return done and osp.getmtime(index) > osp.getmtime(teacher)
-    except (OSError, ValueError):
+        read_complete_index(out)
+        return osp.getmtime(osp.join(out, INDEX)) > osp.getmtime(teacher)
+    except (KDPluginsError, OSError, ValueError):
         return False
 
 

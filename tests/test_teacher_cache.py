@@ -116,7 +116,8 @@ def test_replay_transforms_record_apply_and_draw_like_their_parents():
 
 
 @pytest.mark.parametrize('bad', ['RandAugment', 'ColorJitter',
-                                 'RandomErasing', 'Mixup'])
+                                 'RandomErasing', 'Mixup', 'Equalize',
+                                 'Invert'])
 def test_unreplayable_transform_is_refused_by_name(bad):
     pipe = [dict(type='RandomCrop', crop_size=32), dict(type=bad),
             dict(type='PackInputs')]

@@ -36,12 +36,12 @@ VIEW_KEY = 'kd_view'
 REPLAY = {'RandomCrop': 'KDReplayRandomCrop',
           'RandomResizedCrop': 'KDReplayRandomResizedCrop',
           'RandomFlip': 'KDReplayRandomFlip'}
-# transforms that draw nothing at random (mmpretrain / mmcv): kept as they are
+# transforms that draw nothing at random (mmpretrain / mmcv registered
+# names): kept as they are. Not Equalize / Invert: they apply with prob 0.5
 DETERMINISTIC = {
-    'LoadImageFromFile', 'PackInputs', 'PackClsInputs', 'PackMultiTaskInputs',
-    'ResizeEdge', 'Resize', 'CenterCrop', 'Normalize', 'ToNumpy', 'ToPIL',
-    'ImageToTensor', 'Transpose', 'Collect', 'ToTensor', 'Pad', 'Identity',
-    'Equalize', 'Invert', 'GaussianBlurDeterministic', 'ImgToTensor'}
+    'LoadImageFromFile', 'PackInputs', 'PackMultiTaskInputs', 'ResizeEdge',
+    'Resize', 'CenterCrop', 'Normalize', 'ToNumpy', 'ToPIL', 'ImageToTensor',
+    'Transpose', 'Collect', 'ToTensor', 'Pad'}
 
 
 class ViewParams:

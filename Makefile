@@ -1,6 +1,7 @@
 # make demo : create .venv if missing, install, run the demo on bundled data
 # make test : create .venv if missing, install, run the whole test suite
 # make test-fast : the in-process tests only (formulas, configs, preflight)
+# make test-fast-other-cpu : the fast tier with another CPU's torch kernels
 # make gpu-check [OUT=dir] [DRY_RUN=1] : CUDA tests + throughput table on the
 #            GPU machine (no install from the network; see tools/gpu_check.sh)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -15,7 +16,7 @@ TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 endif
 STAMP := $(VENV)/.kd_plugins_installed
 
-.PHONY: install demo test test-fast gpu-check clean
+.PHONY: install demo test test-fast test-fast-other-cpu gpu-check clean
 install: $(STAMP)
 
 $(STAMP): setup.py Makefile
@@ -34,6 +35,16 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest tests -m "not e2e and not gpu"
+
+# the fast tier with torch's kernels for another CPU (AVX-512 -> AVX2,
+# AVX2 -> default), in a fresh inductor cache (compiled kernels are cached
+# per machine, not per ATEN_CPU_CAPABILITY)
+test-fast-other-cpu: install
+	cap=$$($(PY) -c "import torch; print(torch.backends.cpu.get_cpu_capability())"); \
+	case $$cap in AVX512) other=avx2;; AVX2) other=default;; *) other=default;; esac; \
+	cache=$$(mktemp -d); echo "== fast tier with ATEN_CPU_CAPABILITY=$$other (native: $$cap)"; \
+	ATEN_CPU_CAPABILITY=$$other TORCHINDUCTOR_CACHE_DIR=$$cache $(PY) -m pytest tests -m "not e2e and not gpu" -p no:cacheprovider; \
+	rc=$$?; rm -rf $$cache; exit $$rc
 
 gpu-check:
 	bash tools/gpu_check.sh $(if $(OUT),--out $(OUT)) $(if $(DRY_RUN),--dry-run)

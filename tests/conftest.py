@@ -10,6 +10,17 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+# torch 2.14.1's inductor keys its on-disk kernel cache by the machine, not
+# by ATEN_CPU_CAPABILITY: kernels compiled under avx2 and loaded under
+# avx512 abort the process (seen here). One cache per capability.
+if 'TORCHINDUCTOR_CACHE_DIR' not in os.environ:
+    import tempfile
+
+    import torch  # noqa: E402
+    os.environ['TORCHINDUCTOR_CACHE_DIR'] = osp.join(
+        tempfile.gettempdir(), 'torchinductor_kd_plugins_'
+        + torch.backends.cpu.get_cpu_capability().lower())
+
 import kd_plugins  # noqa: E402,F401
 
 # the first log line of epoch 3: the run has saved epoch_2.pth and is in the

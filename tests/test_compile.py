@@ -22,6 +22,7 @@ from mmrazor.registry import MODELS
 
 from tests.test_cuda_placement import METHODS, _build_on_cpu, _raw_batch
 from tests.test_utils import TINY
+from tests.tolerance import rounding_tol
 
 KD = dict(type='ConfigurableDistiller',
           student_recorders=dict(fc=dict(type='ModuleOutputs',
@@ -47,28 +48,60 @@ def _tiny(kind, compile):
     return MODELS.build(cfg)
 
 
+# torch 2.14.1's inductor emits ``at::vec::transpose_mxn`` without declaring
+# it when torch's kernels are the non-vectorised ones (a C++ compile error in
+# the generated code: a torch bug; other capabilities compile)
+DEFAULT_KERNELS = torch.backends.cpu.get_cpu_capability() == 'DEFAULT'
+
+
+@pytest.mark.skipif(DEFAULT_KERNELS, reason='torch 2.14.1 inductor does not '
+                    'compile under ATEN_CPU_CAPABILITY=default')
 @pytest.mark.parametrize('kind', ['FastDistill', 'MultiTeacherDistill'])
 def test_inductor_training_step_equals_eager(kind):
+    """Three SGD steps, eager and compiled, from the same weights.
+
+    lr 0.01 keeps the run stable (the losses fall): on a diverging run any
+    rounding difference is amplified without bound. The compiled kernels
+    fuse and reorder sums, so the two agree up to float32 rounding of the
+    widest reduction (BN statistics over 4 x 16 x 16 values) composed over
+    the network's depth (tests/tolerance.py).
+    """
+    from torch._dynamo.utils import counters
     eager = _tiny(kind, False)
     compiled = _tiny(kind, dict(backend='inductor'))
     compiled.load_state_dict(eager.state_dict())
+    gen = torch.Generator().manual_seed(0)
     data = dict(inputs=torch.randint(0, 255, (4, 3, 16, 16),
-                                     dtype=torch.uint8),
+                                     dtype=torch.uint8, generator=gen),
                 data_samples=[DataSample().set_gt_label(i % 3)
                               for i in range(4)])
     logs = []
+    counters.clear()
     for m in (eager, compiled):
-        ow = build_optim_wrapper(m, dict(optimizer=dict(type='SGD', lr=0.1)))
+        ow = build_optim_wrapper(m, dict(optimizer=dict(type='SGD',
+                                                        lr=0.01)))
         m.train()
-        logs.append([m.train_step(data, ow) for _ in range(2)])
+        logs.append([m.train_step(data, ow) for _ in range(3)])
+    # student and teacher(s) went through inductor (the eager model did not)
+    # student and teacher(s) were compiled and ran through dynamo (the
+    # eager model was not: compile=False leaves no compiled call)
+    assert compiled.student._compiled_call_impl is not None
+    assert compiled.teacher._compiled_call_impl is not None
+    assert eager.student._compiled_call_impl is None
+    assert counters['stats']['calls_captured'] > 0, dict(counters['stats'])
+    eager_loss = [float(step['loss']) for step in logs[0]]
+    assert eager_loss[2] < eager_loss[1] < eager_loss[0], eager_loss
+    tol = rounding_tol(torch.float32, terms=4 * 16 * 16, layers=10)
     for a, b in zip(*logs):
         for k in a:
-            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(b[k], a[k], rtol=tol, atol=tol)
     a, b = eager.state_dict(), compiled.state_dict()
     assert a.keys() == b.keys()  # checkpoints stay compatible
     moved = 0
     for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-3)
+        scale = float(a[k].abs().max()) if a[k].is_floating_point() else 0
+        torch.testing.assert_close(b[k], a[k], rtol=tol, atol=tol * scale,
+                                   msg=k)
         moved += k.startswith('architecture.') and a[k].is_floating_point()
     assert moved > 10
 

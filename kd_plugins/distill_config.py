@@ -744,6 +744,41 @@ def _wrap_comment(line: str, width: int = 79) -> str:
                                    break_long_words=False))
 
 
+# kd_plugins' hooks, as configs/_base_/default_runtime.py lists them (a test
+# checks that the two agree): a written config runs like a shipped one
+RUN_HOOKS = [
+    dict(type='EpochSeedHook', priority='VERY_HIGH'),
+    dict(type='NonFiniteLossHook', priority='ABOVE_NORMAL'),
+    dict(type='ReplicaCheckHook', interval=None),
+    dict(type='StudentCheckpointHook'),
+    dict(type='PreemptionHook'),
+]
+
+
+def _run_lines(plan: Plan, train_cfg: Optional[dict] = None) -> List[str]:
+    """kd_plugins' training loop (resumes mid-epoch; builds the train set
+    with model.teacher_cache and data_errors) and hooks, so that
+    mmpretrain's own tools/train.py runs the written config as ours does.
+    ``train_cfg``: the loop's settings (default: the student config's)."""
+    from .engine.preemption import resumable_train_cfg
+    if train_cfg is None:
+        train_cfg = dict(plan.cfg.get('train_cfg') or {})
+    loop = dict(_delete_=True, **resumable_train_cfg(train_cfg))
+    own = list(plan.cfg.get('custom_hooks') or [])
+    have = {str(h.get('type')).split('.')[-1] for h in own}
+    hooks = [h for h in RUN_HOOKS if h['type'] not in have]
+    lines = ['# kd_plugins\' loop (mid-epoch resume; the train set with '
+             'model.teacher_cache',
+             '# and data_errors) and hooks (per-epoch seeds, NaN guard, '
+             'student copies,',
+             '# preemption): mmpretrain\'s own tools/train.py runs them too',
+             'train_cfg = ' + py(loop, 0, 12)]
+    if hooks:
+        lines.append('custom_hooks = ' + ('_base_.custom_hooks + ' if own
+                                          else '') + py(hooks, 0, 15))
+    return lines
+
+
 def render(plan: Plan, model: dict) -> str:
     lines = _header(plan) + _prelude(plan)
     for comment, name, value in plan.before:
@@ -755,6 +790,7 @@ def render(plan: Plan, model: dict) -> str:
     lines.append(f'model = {py(body)}')
     for key, value in plan.assign.items():
         lines.append(f'{key} = {py(value)}')
+    lines += _run_lines(plan)
     return '\n'.join(lines) + '\n'
 
 
@@ -772,14 +808,13 @@ def render_stage1(plan: Plan) -> str:
         'param_scheduler = ' + py(dict(
             _delete_=True, type='CosineAnnealingLR', by_epoch=True, T_max=e),
             0, 18),
-        'train_cfg = ' + py(dict(_delete_=True, by_epoch=True, max_epochs=e,
-                                 val_interval=1000), 0, 12),
         '# no accuracy to validate or test (mmengine needs each loader, '
         'its loop and its',
         '# evaluator all set or all None)',
         'val_dataloader = None', 'val_cfg = None', 'val_evaluator = None',
         'test_dataloader = None', 'test_cfg = None', 'test_evaluator = None',
         'default_hooks = dict(checkpoint=dict(interval=1, save_best=None))']
+    lines += _run_lines(plan, dict(max_epochs=e, val_interval=1000))
     return '\n'.join(lines) + '\n'
 
 

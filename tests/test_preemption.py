@@ -98,7 +98,8 @@ def test_loops_refuse_the_other_schedule_kind():
 
 ITER_CFG = """_base_ = '{root}/configs/demo/kd_digits.py'
 # iteration-based: 21 iterations (3 x 7), a checkpoint and validation every 7
-train_cfg = dict(_delete_=True, by_epoch=False, max_iters=21, val_interval=7)
+train_cfg = dict(_delete_=True, type='ResumableIterBasedTrainLoop',
+                 max_iters=21, val_interval=7)
 param_scheduler = [dict(type='CosineAnnealingLR', by_epoch=False, T_max=21)]
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=7))
 log_processor = dict(by_epoch=False)
@@ -127,16 +128,70 @@ def test_iteration_based_run_preempted_and_resumed_bit_exact(digits_teacher,
         assert torch.equal(a['state_dict'][k], b['state_dict'][k]), k
 
 
-def test_train_tool_swaps_the_loop_after_cfg_options(tmp_path):
-    """--cfg-options train_cfg.by_epoch=... is merged before the resumable
-    loop replaces mmengine's (mmengine refuses a loop config with both a
-    type and by_epoch), and the hook is added once."""
+def _mmpretrain_tool(name):
+    """mmpretrain's own ``tools/<name>.py`` (its installed copy) as a
+    module, for its argument handling."""
+    import importlib.util
+
+    import mmpretrain
+    path = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools',
+                    f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'mmpretrain_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('config', ['configs/demo/kd_digits.py',
+                                    'configs/kd_r34_r18_in1k.py'])
+def test_train_tool_gives_the_run_mmpretrains_tool_gives(config, tmp_path,
+                                                         monkeypatch):
+    """The config is the whole run: for the same arguments, kd_plugins'
+    tools/train.py hands the runner the config mmpretrain's own
+    tools/train.py hands it (no loop, hook or data set wrapper added at run
+    time), with a teacher cache and the skip policy set from the command
+    line; the loop and the preemption hook are the config's own."""
+    from mmengine.config import Config
+
     from tests.conftest import load_tool
-    train = load_tool('train')
-    cfg_file = osp.join(ROOT, 'configs/demo/teacher_digits.py')
-    args = train.parse_args([cfg_file, '--work-dir', str(tmp_path),
-                             '--cfg-options', 'train_cfg.by_epoch=True'])
-    cfg = train.merge_args(train.load_config(cfg_file), args)
-    assert cfg.train_cfg.type == 'ResumableEpochBasedTrainLoop'
-    assert 'by_epoch' not in cfg.train_cfg
-    assert [h['type'] for h in cfg.custom_hooks].count('PreemptionHook') == 1
+    ours, theirs = load_tool('train'), _mmpretrain_tool('train')
+    argv = [osp.join(ROOT, config), '--work-dir', str(tmp_path),
+            '--cfg-options', 'model.teacher_cache=/some/cache',
+            'data_errors.policy=skip', 'train_cfg.max_epochs=2']
+    a = ours.merge_args(ours.load_config(argv[0]), ours.parse_args(argv))
+    monkeypatch.setattr('sys.argv', ['train.py', *argv])
+    b = theirs.merge_args(Config.fromfile(argv[0]), theirs.parse_args())
+    assert a.to_dict() == b.to_dict()
+    assert a.train_cfg == dict(type='ResumableEpochBasedTrainLoop',
+                               max_epochs=2, val_interval=a.train_cfg[
+                                   'val_interval'])
+    assert [h['type'] for h in a.custom_hooks].count('PreemptionHook') == 1
+    assert a.train_dataloader.dataset.type != 'KDCachedViews'  # the loop's
+
+
+def test_every_config_declares_the_resumable_loop_and_the_hooks():
+    """Every shipped training config (top level, demo, few-labels, IE-KD
+    stage 1, teachers) names kd_plugins' loop and PreemptionHook itself, so
+    any entry point (mmpretrain's tools/train.py, mim train, slurm_train.sh)
+    resumes mid-epoch and stops cleanly on SIGTERM."""
+    import glob
+
+    from mmengine.config import Config
+
+    from kd_plugins.distill_config import RUN_HOOKS
+    paths = sorted(p for pattern in ('configs/*.py', 'configs/*/*.py',
+                                     'configs/demo/few_labels/*.py')
+                   for p in glob.glob(osp.join(ROOT, pattern))
+                   if '_base_' not in p)
+    assert len(paths) > 40, paths
+    runtime = Config.fromfile(osp.join(
+        ROOT, 'configs/_base_/default_runtime.py'))
+    assert [dict(h) for h in runtime.custom_hooks] == RUN_HOOKS
+    for path in paths:
+        cfg = Config.fromfile(path)
+        assert cfg.train_cfg.get('type') in (
+            'ResumableEpochBasedTrainLoop',
+            'ResumableIterBasedTrainLoop'), path
+        assert 'by_epoch' not in cfg.train_cfg, path
+        types = [h['type'] for h in cfg.custom_hooks]
+        assert types.count('PreemptionHook') == 1, path

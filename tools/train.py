@@ -1,5 +1,12 @@
 """Train a model or a distiller from a config (mmpretrain's CLI).
 
+The config is the whole run: mmpretrain's own tools/train.py (and ``mim
+train mmpretrain``, dist_train.sh, slurm_train.sh) runs a kd_plugins config
+exactly as this script does. This one adds command-line conveniences only
+(docs/training.md lists them): --distill, --amp, --auto-resume (and the
+resume of a restarted slurm job), and checks of the config, the files it
+names and the data before the runner starts, each failure one line.
+
     python tools/train.py configs/demo/kd_digits.py
     python tools/train.py CONFIG --resume            # auto: latest in work_dir
     python tools/train.py CONFIG --auto-resume       # resume if there is one
@@ -20,8 +27,6 @@ from _common import (Config, add_common_args, build_runner, close_dist,
                      default_dataloader_cfgs, load_config, need_file, out_dir,
                      run_main, set_local_rank, set_work_dir)
 from kd_plugins.engine import preflight
-from kd_plugins.engine.preemption import (PreemptionHook, TrainingPreempted,
-                                          resumable_train_cfg)
 from kd_plugins.engine.preflight import check_resume
 from kd_plugins.errors import PreflightError
 
@@ -104,18 +109,6 @@ def parse_args(argv=None):
     return args
 
 
-def wrap_cached_views(cfg: Config) -> None:
-    """``model.teacher_cache`` set: the train set is wrapped in
-    KDCachedViews (the stored views and their teacher logits)."""
-    model = cfg.get('model') or {}
-    cache = model.get('teacher_cache') if isinstance(model, dict) else None
-    loader = cfg.get('train_dataloader')
-    if not cache or not loader:
-        return
-    from kd_plugins.teacher_cache.dataset import wrap_cached_views as wrap
-    loader.dataset = wrap(loader.dataset, cache)
-
-
 def merge_args(cfg: Config, args) -> Config:
     if args.no_validate:
         cfg.val_cfg = None
@@ -158,15 +151,6 @@ def merge_args(cfg: Config, args) -> Config:
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
         default_dataloader_cfgs(cfg)  # e.g. num_workers=0: no persistent
-    wrap_cached_views(cfg)
-    # stop on SIGTERM / SIGUSR1 with a checkpoint; resume mid-epoch exactly
-    # (after --cfg-options: train_cfg.by_epoch=False picks the iteration loop)
-    cfg.train_cfg = resumable_train_cfg(cfg.train_cfg)
-    hooks = list(cfg.get('custom_hooks', None) or [])
-    if not any(h.get('type') in ('PreemptionHook', PreemptionHook)
-               for h in hooks):
-        hooks.append(dict(type='PreemptionHook'))
-    cfg.custom_hooks = hooks
     return cfg
 
 
@@ -188,11 +172,9 @@ def main(argv=None):
     if args.resume not in (None, 'auto'):
         check_resume(cfg, args.resume)
     runner = build_runner(cfg)
-    try:
-        runner.train()
-    except TrainingPreempted:
-        close_dist()  # every rank stopped at the same iteration
-        raise
+    # a SIGTERM / SIGUSR1 stop ends inside (PreemptionHook: checkpoint, one
+    # line, exit 128 + signal), as under mmpretrain's own tools/train.py
+    runner.train()
     close_dist()
 
 

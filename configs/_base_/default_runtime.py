@@ -26,8 +26,9 @@ custom_hooks = [
     # checkpoint X.pth, and student.py once, in the work dir
     dict(type='StudentCheckpointHook'),
     # SIGTERM / SIGUSR1 (slurm preemption, --signal, torchrun's SIGTERM):
-    # finish the iteration, save preempt_iter_N.pth, exit; --resume goes on
-    # from that batch (tools/train.py uses the resumable loops)
+    # finish the iteration, save preempt_iter_N.pth, exit 128 + signal with
+    # one line; --resume goes on from that batch (with the resumable loops
+    # of the _base_ schedules)
     dict(type='PreemptionHook'),
 ]
 

@@ -27,7 +27,8 @@ find_unused_parameters = True
 optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.2, momentum=0.9, weight_decay=1e-4))
 param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, T_max=10)
-train_cfg = dict(by_epoch=True, max_epochs=10, val_interval=1000)
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=10,
+                 val_interval=1000)
 # only the auto-encoder learns: no accuracy to validate or test (mmengine
 # needs each loader, its loop config and its evaluator all set or all None)
 val_dataloader = None

@@ -31,7 +31,8 @@ optim_wrapper = dict(
                    nesterov=True))
 param_scheduler = dict(type='ConstantLR', factor=1.0, by_epoch=True, begin=0,
                        end=30)  # official: a constant lr
-train_cfg = dict(by_epoch=True, max_epochs=30, val_interval=1000)
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=30,
+                 val_interval=1000)
 # only the auto-encoder learns: no accuracy to validate or test (mmengine
 # needs each loader, its loop config and its evaluator all set or all None)
 val_dataloader = None

@@ -1,13 +1,28 @@
 """Preemption-safe training: stop on SIGTERM / SIGUSR1 with a checkpoint at
 the current iteration, and resume from it mid-epoch, bit for bit.
 
+Everything here is declared in the config, so mmpretrain's own
+``tools/train.py``, ``mim train``, ``dist_train.sh`` / ``slurm_train.sh`` and
+kd_plugins' ``tools/train.py`` run the same thing:
+
+* ``train_cfg = dict(type='ResumableEpochBasedTrainLoop', ...)`` (the
+  ``configs/_base_`` schedules and the configs ``tools/distill_config.py``
+  writes) or ``'ResumableIterBasedTrainLoop'``: kd_plugins' training loops.
+  They build the training set as the config asks (``model.teacher_cache``:
+  the stored views and logits of a teacher cache; ``data_errors``: the
+  bad-samples policy) and resume mid-epoch;
+* ``custom_hooks`` with ``PreemptionHook`` (``configs/_base_/
+  default_runtime.py``).
+
 A cluster ends a job with a signal some seconds before it kills it (slurm:
 SIGTERM on preemption, ``scancel`` or ``scontrol requeue``; SIGUSR1 when the
 job asked for ``--signal=USR1@120``; torchrun forwards its own SIGTERM to every
 rank). :class:`PreemptionHook` catches it, lets every rank finish its
 iteration, agrees across ranks on the iteration to stop at, writes
 ``preempt_iter_N.pth`` (atomic; ``last_checkpoint`` names it; the student
-copy beside it) and ends the run with :class:`TrainingPreempted`.
+copy beside it) and ends the process with one line and the exit status of a
+process ended by that signal (:class:`TrainingPreempted`, a ``SystemExit``:
+no traceback, whichever script runs the runner).
 
 ``--resume`` then continues from that checkpoint: the resumable loops
 (:class:`ResumableEpochBasedTrainLoop`, :class:`ResumableIterBasedTrainLoop`)
@@ -25,6 +40,7 @@ import os.path as osp
 import random
 import signal
 import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -36,22 +52,29 @@ from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from mmpretrain.registry import HOOKS, LOOPS
 
 from ..datasets.data_errors import guard_loader
-from ..errors import ConfigError, KDPluginsError
+from ..errors import ConfigError
 
 RNG_KEY = 'kd_rng'  # checkpoint['meta'][RNG_KEY]: one state per rank
 PREFIX = 'preempt_iter_'
 
 
-class TrainingPreempted(KDPluginsError):
+class TrainingPreempted(SystemExit):
     """The run stopped on a signal after writing a checkpoint to resume.
 
-    ``exit_code`` is 128 + the signal number, as a shell reports a process
-    ended by that signal (143 for SIGTERM, 138 for SIGUSR1).
+    A ``SystemExit`` whose ``code`` is 128 + the signal number, as a shell
+    reports a process ended by that signal (143 for SIGTERM, 138 for
+    SIGUSR1): whatever script runs the runner (mmpretrain's tools/train.py,
+    ``mim train``, a user's own) ends with that status and no traceback.
+    The message (``str(err)``) has been printed by the hook already.
     """
 
     def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
+        super().__init__(128 + signum)
+        self.message = message
         self.exit_code = 128 + signum
+
+    def __str__(self) -> str:
+        return self.message
 
 
 # -- RNG states that load with weights_only=True (tensors, ints, floats) ----
@@ -100,8 +123,26 @@ def _own_rng_state(states, runner) -> dict | None:
     return states[get_rank()]
 
 
-def _guarded(runner, dataloader):
-    """The training loader with the config's ``data_errors`` policy."""
+def train_loader(runner, dataloader):
+    """The training data loader config as the run's config asks for it.
+
+    * ``model.teacher_cache`` set (the built model's ``teacher_cache``): the
+      train set is wrapped in ``KDCachedViews`` (the teacher's stored views
+      and logits; :mod:`kd_plugins.teacher_cache.dataset`);
+    * the config's ``data_errors`` policy (:class:`DataErrorGuard`,
+      outermost, so a skipped sample is replaced by a readable one).
+
+    A built loader (a ``DataLoader`` object) is returned as it is. The
+    config the run dumps stays the one the user wrote.
+    """
+    if not isinstance(dataloader, dict) or 'dataset' not in dataloader:
+        return dataloader
+    model = runner.model
+    model = getattr(model, 'module', model)  # DDP / mmengine wrappers
+    cache = getattr(model, 'teacher_cache', None)
+    if cache:
+        from ..teacher_cache.dataset import cached_train_loader
+        dataloader = cached_train_loader(dataloader, cache)
     return guard_loader(dataloader, runner.cfg.get('data_errors', None),
                         runner.work_dir)
 
@@ -124,9 +165,9 @@ class _ResumeMixin:
 
 @LOOPS.register_module()
 class ResumableEpochBasedTrainLoop(_ResumeMixin, EpochBasedTrainLoop):
-    """mmengine's epoch loop that resumes mid-epoch (and builds its data
-    set under the config's ``data_errors`` policy, kd_plugins.datasets.
-    data_errors).
+    """mmengine's epoch loop that resumes mid-epoch, and builds its training
+    set as the config asks (a teacher cache's views, the ``data_errors``
+    policy: :func:`train_loader`).
 
     A checkpoint written at iteration ``i`` of epoch ``e`` (0-based; ``i``
     counted from the start of training) resumes at batch
@@ -145,7 +186,7 @@ class ResumableEpochBasedTrainLoop(_ResumeMixin, EpochBasedTrainLoop):
                 'ResumableEpochBasedTrainLoop got by_epoch=False.\n  Fix: '
                 "use train_cfg=dict(type='ResumableIterBasedTrainLoop', "
                 'max_iters=...) for an iteration-based schedule.')
-        super().__init__(runner, _guarded(runner, dataloader), max_epochs,
+        super().__init__(runner, train_loader(runner, dataloader), max_epochs,
                          **kwargs)
 
     def run_epoch(self) -> None:
@@ -176,7 +217,8 @@ class ResumableIterBasedTrainLoop(_ResumeMixin, IterBasedTrainLoop):
     """mmengine's iteration loop, with the RNG states of the checkpoint
     restored after it has advanced the data loader past the trained
     iterations (mmengine's own loop advances it but leaves the RNGs as they
-    were at start-up). ``by_epoch`` is accepted and must be False."""
+    were at start-up), and the training set built as the config asks
+    (:func:`train_loader`). ``by_epoch`` is accepted and must be False."""
 
     def __init__(self, runner, dataloader, max_iters: int,
                  by_epoch: bool = False, **kwargs) -> None:
@@ -185,7 +227,7 @@ class ResumableIterBasedTrainLoop(_ResumeMixin, IterBasedTrainLoop):
                 'ResumableIterBasedTrainLoop got by_epoch=True.\n  Fix: use '
                 "train_cfg=dict(type='ResumableEpochBasedTrainLoop', "
                 'max_epochs=...) for an epoch-based schedule.')
-        super().__init__(runner, _guarded(runner, dataloader), max_iters,
+        super().__init__(runner, train_loader(runner, dataloader), max_iters,
                          **kwargs)
 
     def run(self):
@@ -218,18 +260,31 @@ class ResumableIterBasedTrainLoop(_ResumeMixin, IterBasedTrainLoop):
 
 def resumable_train_cfg(train_cfg: dict) -> dict:
     """``train_cfg`` with mmengine's default loops replaced by the resumable
-    ones (a custom loop type is left as it is)."""
+    ones (a custom loop type is left as it is). ``tools/distill_config.py``
+    writes its configs' ``train_cfg`` with it."""
     cfg = dict(train_cfg)
-    kind = cfg.get('type')
+    kind = cfg.pop('type', None)
     if kind is None:
         by_epoch = cfg.pop('by_epoch', True)  # mmengine: type or by_epoch
-        cfg['type'] = ('ResumableEpochBasedTrainLoop' if by_epoch
-                       else 'ResumableIterBasedTrainLoop')
+        kind = ('ResumableEpochBasedTrainLoop' if by_epoch
+                else 'ResumableIterBasedTrainLoop')
     elif kind in ('EpochBasedTrainLoop', 'mmengine.EpochBasedTrainLoop'):
-        cfg['type'] = 'ResumableEpochBasedTrainLoop'
+        kind = 'ResumableEpochBasedTrainLoop'
     elif kind in ('IterBasedTrainLoop', 'mmengine.IterBasedTrainLoop'):
-        cfg['type'] = 'ResumableIterBasedTrainLoop'
+        kind = 'ResumableIterBasedTrainLoop'
+    cfg = dict(type=kind, **cfg)
     return cfg
+
+
+def _close_process_group() -> None:
+    """Shut the process group down before the process exits (mmengine
+    leaves it open; a gloo group whose threads are still alive when a rank
+    exits can abort that rank: "terminate called without an active
+    exception")."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 @HOOKS.register_module()
@@ -243,7 +298,9 @@ class PreemptionHook(Hook):
     - They write ``preempt_iter_N.pth`` (N = iterations done) through the
       runner (atomic; optimizer, schedulers, message hub and every rank's RNG
       state), point ``last_checkpoint`` at it, write its student copy, and
-      end the run with :class:`TrainingPreempted`.
+      print one line (rank 0) and end the process with
+      :class:`TrainingPreempted` (exit status 128 + the signal, no
+      traceback).
     - Under slurm, on SIGUSR1 (the signal of ``--signal=USR1@SECONDS``) rank
       0 then runs ``scontrol requeue $SLURM_JOB_ID`` (``requeue=True``): the
       job comes back and its restart resumes. SIGTERM is not requeued by the
@@ -343,9 +400,10 @@ class PreemptionHook(Hook):
                     f'{meta.get("epoch", 0) + 1}, after batch {done}) by a '
                     'preempted run, and mmengine\'s EpochBasedTrainLoop '
                     'would restart that epoch from its first batch.\n  Fix: '
-                    'resume with kd_plugins\' tools/train.py (it uses the '
-                    "resumable loops), or set train_cfg.type='Resumable"
-                    "EpochBasedTrainLoop' in the config.")
+                    "use kd_plugins' loop in the config: train_cfg = dict("
+                    "type='ResumableEpochBasedTrainLoop', max_epochs=..., "
+                    'val_interval=...) without by_epoch (the configs/_base_ '
+                    'schedules have it).')
         if isinstance(loop, _ResumeMixin):
             loop.resume_rng = meta.get(RNG_KEY)
 
@@ -427,12 +485,14 @@ class PreemptionHook(Hook):
         if (signum == getattr(signal, 'SIGUSR1', None) and self.requeue
                 and os.environ.get('SLURM_JOB_ID')):
             requeued = self._requeue(runner)
-        raise TrainingPreempted(
-            f'training stopped by {name} after {where}; checkpoint '
-            f'{path} (last_checkpoint names it).{requeued}\n  Resume: run '
-            'the same tools/train.py command with --resume (or '
-            '--auto-resume): it continues from that batch, and the result '
-            'equals an uninterrupted run\'s.', signum)
+        message = (
+            f'training stopped by {name} after {where}; checkpoint {path} '
+            f'(last_checkpoint names it).{requeued} Resume: the same '
+            'training command with --resume continues from that batch.')
+        if is_main_process():
+            print(f'kd_plugins: {message}', file=sys.stderr, flush=True)
+        _close_process_group()  # every rank stopped at the same iteration
+        raise TrainingPreempted(message, signum)
 
     @staticmethod
     def _requeue(runner) -> str:

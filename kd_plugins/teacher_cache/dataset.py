@@ -66,6 +66,16 @@ def wrap_cached_views(ds_cfg, cache: str) -> dict:
     return dict(type='KDCachedViews', dataset=ds_cfg, cache=cache)
 
 
+def cached_train_loader(loader_cfg: dict, cache) -> dict:
+    """The training loader config of a run with ``model.teacher_cache =
+    cache``: its data set wrapped in KDCachedViews (kd_plugins' training
+    loops call it when they build the loader, so ``model.teacher_cache`` is
+    all a config or ``--cfg-options`` needs to set)."""
+    loader = dict(loader_cfg)
+    loader['dataset'] = wrap_cached_views(loader['dataset'], cache)
+    return loader
+
+
 def unwrap_cached_views(ds_cfg) -> dict:
     """The data set a KDCachedViews config wraps (others as they are)."""
     return dict(ds_cfg['dataset']) if is_cached_views(ds_cfg) else ds_cfg

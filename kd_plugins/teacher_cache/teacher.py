@@ -92,9 +92,12 @@ class CachedTeacher(BaseModel):
             raise ConfigError(
                 'model.teacher_cache is set but the batch carries no cached '
                 'teacher logits: the train data set is not wrapped in '
-                "KDCachedViews.\n  Fix: train with tools/train.py (it wraps "
-                "it), or set train_dataloader.dataset=dict(type="
-                "'KDCachedViews', dataset=<your dataset>, cache=<the cache>).")
+                "KDCachedViews (mmengine's own training loop does not do it)."
+                "\n  Fix: use kd_plugins' loop, which wraps it: train_cfg = "
+                "dict(type='ResumableEpochBasedTrainLoop', max_epochs=..., "
+                "val_interval=...) (the configs/_base_ schedules have it), "
+                "or set train_dataloader.dataset=dict(type='KDCachedViews', "
+                'dataset=<your dataset>, cache=<the cache>).')
         return torch.stack([ds.get(LOGITS_KEY)[self.k] for ds in
                             data_samples])
 

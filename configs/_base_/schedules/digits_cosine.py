@@ -10,7 +10,11 @@ param_scheduler = [
          convert_to_iter_based=True),
     dict(type='CosineAnnealingLR', by_epoch=True, begin=1, eta_min=1e-4),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=24, val_interval=4)
+# kd_plugins' epoch loop (mmengine's, plus: a preempted run resumes at its
+# batch; the train set is built as the config asks: model.teacher_cache,
+# data_errors). Any entry point runs it: mmpretrain's tools/train.py too.
+train_cfg = dict(type='ResumableEpochBasedTrainLoop',
+                 max_epochs=24, val_interval=4)
 val_cfg = dict()
 test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=64)

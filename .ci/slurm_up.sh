@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start a real one-node slurm cluster on this machine (root; Debian packages)
-# for tests/test_distributed.py::test_slurm_train_and_test_two_tasks.
+# for the slurm tests (tests/test_distributed.py, tests/test_mmpretrain_tools.py).
 # Idempotent: installs slurmctld/slurmd/munge if missing, writes a one-node
 # config with all CPUs in partition "debug", starts munged, slurmctld and
 # slurmd, and waits until `srun -n2` runs.
@@ -36,8 +36,21 @@ StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
-NodeName=$host CPUs=$cpus State=UNKNOWN
+GresTypes=gpu
+NodeName=$host CPUs=$cpus Gres=gpu:$cpus State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+CONF
+# stand-in "gpu" resources, one per CPU: mmpretrain's own slurm_train.sh
+# always asks srun for --gres=gpu:N, and slurm counts a gpu only with a device
+# file (a count alone registers 0: "gres/gpu count reported lower than
+# configured"). The files are copies of /dev/null (char 1:3); the ranks find
+# no CUDA device and train with gloo on the CPU (kd_plugins.compat).
+for i in $(seq 0 $((cpus - 1))); do
+  [ -e /dev/kdfakegpu$i ] || mknod /dev/kdfakegpu$i c 1 3
+done
+cat > /etc/slurm/gres.conf <<CONF
+AutoDetect=off
+NodeName=$host Name=gpu File=/dev/kdfakegpu[0-$((cpus - 1))]
 CONF
 if [ ! -f /etc/munge/munge.key ]; then
   mkdir -p /etc/munge
@@ -46,8 +59,13 @@ fi
 chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge
 chmod 400 /etc/munge/munge.key
 pgrep -u munge munged >/dev/null || su -s /bin/sh munge -c munged
-pgrep -x slurmctld >/dev/null || slurmctld
-pgrep -x slurmd >/dev/null || slurmd
+# (re)start the daemons on this config (a package install may have started
+# them on its own default one)
+pkill -x slurmd 2>/dev/null || true
+pkill -x slurmctld 2>/dev/null || true
+sleep 1
+slurmctld
+slurmd
 for _ in $(seq 1 30); do
   sinfo -h -o %T 2>/dev/null | grep -qE "idle|mix|alloc" && break
   sleep 1

@@ -52,6 +52,7 @@ from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from mmpretrain.registry import HOOKS, LOOPS
 
 from ..datasets.data_errors import guard_loader
+from ..datasets.sample_seeds import SampleSeededSampler, seed_loader
 from ..errors import ConfigError
 
 RNG_KEY = 'kd_rng'  # checkpoint['meta'][RNG_KEY]: one state per rank
@@ -129,8 +130,12 @@ def train_loader(runner, dataloader):
     * ``model.teacher_cache`` set (the built model's ``teacher_cache``): the
       train set is wrapped in ``KDCachedViews`` (the teacher's stored views
       and logits; :mod:`kd_plugins.teacher_cache.dataset`);
-    * the config's ``data_errors`` policy (:class:`DataErrorGuard`,
-      outermost, so a skipped sample is replaced by a readable one).
+    * the config's ``data_errors`` policy (:class:`DataErrorGuard`, so a
+      skipped sample is replaced by a readable one);
+    * per-sample random draws (:mod:`kd_plugins.datasets.sample_seeds`,
+      outermost): a sample's augmentation and cached view come from (run
+      seed, epoch, sample index), whichever worker or rank loads it, so a
+      resume skips the trained part of an epoch in the sampler.
 
     A built loader (a ``DataLoader`` object) is returned as it is. The
     config the run dumps stays the one the user wrote.
@@ -143,8 +148,20 @@ def train_loader(runner, dataloader):
     if cache:
         from ..teacher_cache.dataset import cached_train_loader
         dataloader = cached_train_loader(dataloader, cache)
-    return guard_loader(dataloader, runner.cfg.get('data_errors', None),
-                        runner.work_dir)
+    dataloader = guard_loader(dataloader, runner.cfg.get('data_errors',
+                                                         None),
+                              runner.work_dir)
+    return seed_loader(dataloader, runner.seed)
+
+
+def _seeded_sampler(dataloader):
+    """The loader's :class:`SampleSeededSampler` when a resume can skip
+    samples in it (a plain batch size), else None (batches are replayed)."""
+    sampler = getattr(dataloader, 'sampler', None)
+    if isinstance(sampler, SampleSeededSampler) and getattr(
+            dataloader, 'batch_size', None):
+        return sampler
+    return None
 
 
 class _ResumeMixin:
@@ -193,18 +210,30 @@ class ResumableEpochBasedTrainLoop(_ResumeMixin, EpochBasedTrainLoop):
         """One epoch, from the batch where a mid-epoch checkpoint stopped."""
         self.runner.call_hook('before_train_epoch')
         self.runner.model.train()
-        skip = self._iter - self._epoch * len(self.dataloader)
-        batches = iter(self.dataloader)
-        if skip > 0:
+        n = len(self.dataloader)
+        skip = self._iter - self._epoch * n
+        sampler = _seeded_sampler(self.dataloader)
+        if skip > 0 and sampler is not None:
+            # the draws are the samples' own: nothing to load for the skip
+            sampler.skip(skip * self.dataloader.batch_size)
             self.runner.logger.info(
                 f'kd_plugins: resuming epoch {self._epoch + 1} at batch '
-                f'{skip + 1} of {len(self.dataloader)}: replaying the {skip} '
-                'batches already trained (loaded, not trained, so that the '
-                'data order and augmentations are the same)')
+                f'{skip + 1} of {n}: the sampler skips the {skip} batches '
+                'already trained (nothing is loaded for them)')
+            batches = iter(self.dataloader)
+            self._restore_rng()
+        elif skip > 0:
+            batches = iter(self.dataloader)
+            self.runner.logger.info(
+                f'kd_plugins: resuming epoch {self._epoch + 1} at batch '
+                f'{skip + 1} of {n}: replaying the {skip} batches already '
+                'trained (loaded, not trained: this loader draws from its '
+                'workers\' history)')
             for _ in range(skip):
                 next(batches)
             self._restore_rng()
         else:
+            batches = iter(self.dataloader)
             self.resume_rng = None  # EpochSeedHook seeded this epoch
         for idx, data_batch in enumerate(batches, start=max(skip, 0)):
             self.run_iter(idx, data_batch)
@@ -236,12 +265,7 @@ class ResumableIterBasedTrainLoop(_ResumeMixin, IterBasedTrainLoop):
         self.runner.call_hook('before_train')
         self.runner.call_hook('before_train_epoch')
         if self._iter > 0:
-            self.runner.logger.info(
-                f'kd_plugins: resuming at iteration {self._iter + 1}: '
-                f'replaying the {self._iter} batches already trained '
-                '(loaded, not trained)')
-            for _ in range(self._iter):
-                next(self.dataloader_iterator)
+            self._advance()
             self._restore_rng()
         while self._iter < self._max_iters and not self.stop_training:
             self.runner.model.train()
@@ -256,6 +280,34 @@ class ResumableIterBasedTrainLoop(_ResumeMixin, IterBasedTrainLoop):
         self.runner.call_hook('after_train_epoch')
         self.runner.call_hook('after_train')
         return self.runner.model
+
+    def _advance(self) -> None:
+        """Put the data loader where iteration ``self._iter`` left it: with
+        per-sample draws the sampler starts at that pass and position
+        (nothing loaded); otherwise the trained batches are loaded again."""
+        from mmengine.dataset import InfiniteSampler
+        loader = self.dataloader
+        sampler = _seeded_sampler(loader)
+        if sampler is None:
+            self.runner.logger.info(
+                f'kd_plugins: resuming at iteration {self._iter + 1}: '
+                f'replaying the {self._iter} batches already trained '
+                '(loaded, not trained)')
+            for _ in range(self._iter):
+                next(self.dataloader_iterator)
+            return
+        if isinstance(sampler.sampler, InfiniteSampler):
+            sampler.skip(self._iter * loader.batch_size)
+        else:  # mmengine restarts a finite loader at each pass
+            epoch, batch = divmod(self._iter, len(loader))
+            self.dataloader_iterator._epoch = epoch
+            sampler.set_epoch(epoch)
+            sampler.skip(batch * loader.batch_size)
+        self.dataloader_iterator._iterator = iter(loader)
+        self.runner.logger.info(
+            f'kd_plugins: resuming at iteration {self._iter + 1}: the sampler '
+            f'skips the {self._iter} batches already trained (nothing is '
+            'loaded for them)')
 
 
 def resumable_train_cfg(train_cfg: dict) -> dict:

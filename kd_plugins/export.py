@@ -52,18 +52,28 @@ def check_exportable(model_cfg) -> None:
             'e.g. configs/ie_kd_r56_r20_cifar100.py).')
 
 
-def student_config_and_state(cfg: Config, state: dict) -> tuple[dict, dict]:
+def student_config_and_state(cfg: Config, state: dict,
+                             what: str = '') -> tuple[dict, dict]:
     """Split the student (model config, state dict) out of a run.
 
     Works for mmrazor distillers (``model.architecture``) and for plain
-    classifiers (the model itself).
+    classifiers (the model itself). ``what``: what the checkpoint is
+    (:func:`~kd_plugins.utils.file_kinds.checkpoint_kind`), for the
+    message when it holds no student.
     """
     model_cfg = _to_dict(cfg.model)
     from mmrazor.registry import MODELS as RAZOR_MODELS
     algo = RAZOR_MODELS.get(str(model_cfg.get('type', '')).split('.')[-1])
     if algo is not None and hasattr(algo, 'deploy_student'):
         # the method knows what its deployed student keeps (e.g. ATSC)
-        return algo.deploy_student(model_cfg, state)
+        try:
+            return algo.deploy_student(model_cfg, state)
+        except KeyError as err:  # a checkpoint of another method
+            raise ConfigError(
+                f'the checkpoint{" is " + what + " and" if what else ""} '
+                f'does not hold the parts a {algo.__name__} student is '
+                f'exported from (no {err}).\n  Fix: pass the config the '
+                'checkpoint was trained with.') from err
     check_exportable(model_cfg)
     if 'architecture' in model_cfg:
         student = model_cfg['architecture']
@@ -72,10 +82,11 @@ def student_config_and_state(cfg: Config, state: dict) -> tuple[dict, dict]:
     else:
         student, sd = model_cfg, dict(state)
     if not sd:
-        raise ConfigError('no student weights found in the checkpoint '
-                          f'(expected keys starting with {STUDENT_PREFIX!r}).'
-                          '\n  Fix: pass a checkpoint of a distillation run '
-                          'of this config.')
+        raise ConfigError(f'the checkpoint{" is " + what if what else ""}'
+                          ' holds no student weights (keys starting with '
+                          f'{STUDENT_PREFIX!r}), which this distillation '
+                          'config exports.\n  Fix: pass a checkpoint of a '
+                          'distillation run of this config.')
     student = copy.deepcopy(student)
     student.pop('data_preprocessor', None)
     sd = {k: v for k, v in sd.items() if not k.startswith('data_preprocessor')}
@@ -119,7 +130,9 @@ def export_student(config: str | Config, checkpoint: str,
         weights are loaded strictly before anything is written.
     """
     cfg = config if isinstance(config, Config) else Config.fromfile(config)
-    ckpt = load_local_checkpoint(checkpoint, map_location='cpu')
+    # a training run's checkpoint (not an export, a stage-1 file...)
+    ckpt = load_local_checkpoint(checkpoint, map_location='cpu',
+                                 role='export')
     return write_student(cfg, ckpt, osp.join(out_dir, 'student.py'),
                          osp.join(out_dir, 'student.pth'),
                          source=osp.abspath(checkpoint))
@@ -186,8 +199,17 @@ def write_student(cfg: Config, ckpt: dict, cfg_path: str | None,
     from mmpretrain.registry import MODELS
 
     from .utils.checkpoint import atomic_write
+    from .utils.file_kinds import checkpoint_kind, marker, run_method
     state = ckpt.get('state_dict', ckpt)
-    student, sd = student_config_and_state(cfg, state)
+    what = checkpoint_kind(ckpt)[1]
+    have = run_method(ckpt.get('meta'))
+    want = str(_to_dict(cfg.model).get('type', '')).split('.')[-1]
+    if have and want and have != want:
+        raise ConfigError(
+            f'the checkpoint {source or "given"} is {what}, but this config '
+            f'trains {want}.\n  Fix: pass the config the checkpoint was '
+            'trained with.')
+    student, sd = student_config_and_state(cfg, state, what)
     model = MODELS.build(copy.deepcopy(student))
     missing, unexpected, shapes = state_dict_diff(sd, model.state_dict())
     if missing or unexpected or shapes:
@@ -201,7 +223,7 @@ def write_student(cfg: Config, ckpt: dict, cfg_path: str | None,
     if cfg_path is not None:
         os.makedirs(osp.dirname(osp.abspath(cfg_path)), exist_ok=True)
         Config(student_run_config(cfg, student)).dump(cfg_path)
-    meta = dict(exported_from=source)
+    meta = dict(marker('student_export'), exported_from=source)
     old_meta = ckpt.get('meta') or {}
     for key in ('dataset_meta', 'epoch', 'iter'):
         if old_meta.get(key) is not None:  # class names for the inferencer

@@ -10,11 +10,14 @@ is: backbone keys -> ``backbone.<key>``, the final linear layer (``fc``,
 ``linear``, ``classifier`` or ``classifier.0`` by architecture) ->
 ``head.fc``. The result is checked against our model (strict: missing or
 unexpected keys and shape mismatches are listed) and saved as an mmengine
-checkpoint usable as ``model.teacher_ckpt`` or with ``tools/test.py``.
+checkpoint usable as ``model.teacher_ckpt`` or with ``tools/test.py``, marked
+``meta.kd_plugins_kind='converted_teacher'`` (a file in mmpretrain's layout
+given to the converter again is refused with that fix).
 """
 from __future__ import annotations
 
 import argparse
+import io
 import os.path as osp
 import sys
 
@@ -30,7 +33,9 @@ from kd_plugins.errors import ArgumentError  # noqa: E402
 from kd_plugins.models.backbones.cifar_zoo import CIFAR_ZOO  # noqa: E402
 from kd_plugins.models.backbones.cifar_zoo import (UPSTREAM_CLASSIFIER,
                                                    cifar_classifier)
-from kd_plugins.utils.checkpoint import load_local_checkpoint, state_dict_diff
+from kd_plugins.utils.checkpoint import (atomic_write, load_local_checkpoint,
+                                         state_dict_diff)
+from kd_plugins.utils.file_kinds import marker
 
 
 def convert_state_dict(upstream: dict, arch: str) -> dict:
@@ -56,7 +61,9 @@ def convert(src: str, dst: str, arch: str, num_classes: int = 100) -> dict:
               'mdistiller file, e.g. save/models/resnet56_vanilla/'
               'ckpt_epoch_240.pth')
     out_file(dst, 'output checkpoint')
-    ckpt = load_local_checkpoint(src, map_location='cpu')
+    # an upstream file (weights under 'model', or a bare state dict), not
+    # one in mmpretrain's layout already (converted, a run, an export)
+    ckpt = load_local_checkpoint(src, map_location='cpu', role='upstream')
     upstream = ckpt.get('model', ckpt.get('state_dict', ckpt))
     state = convert_state_dict(upstream, arch)
     model = MODELS.build(cifar_classifier(arch, num_classes))
@@ -73,12 +80,14 @@ def convert(src: str, dst: str, arch: str, num_classes: int = 100) -> dict:
                              + (' ...' if len(keys) > 10 else ''))
         raise ArgumentError('\n'.join(lines))
     model.load_state_dict(state, strict=True)
-    meta = dict(source=osp.basename(src), arch=arch,
-                converted_by='tools/convert_repdistiller_ckpt.py')
+    meta = dict(marker('converted_teacher'), source=osp.basename(src),
+                arch=arch, converted_by='tools/convert_repdistiller_ckpt.py')
     for key in ('epoch', 'accuracy', 'best_acc'):
         if key in ckpt and isinstance(ckpt[key], (int, float, torch.Tensor)):
             meta[key] = float(ckpt[key])
-    torch.save(dict(meta=meta, state_dict=state), dst)
+    buf = io.BytesIO()
+    torch.save(dict(meta=meta, state_dict=state), buf)
+    atomic_write(buf.getvalue(), dst)
     return meta
 
 

@@ -681,11 +681,11 @@ def row_inputs(row: Row) -> Tuple[str, ...]:
 def committed_seconds() -> dict:
     """(regime, row) -> mean duration of its runs in the committed
     benchmark (read once)."""
+    from kd_plugins.errors import KDPluginsError
     path = osp.join(ROOT, 'docs', 'results', 'digits_benchmark.json')
     try:
-        with open(path) as f:
-            results = json.load(f)['results']
-    except (OSError, KeyError, ValueError):
+        results = read_report(path, 'the committed benchmark')['results']
+    except KDPluginsError:  # only the start order depends on it
         return {}
     out = {}
     for regime, rows in results.items():
@@ -782,8 +782,11 @@ def final_runs(plan: Plan, runner: JobRunner, regime: str,
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.report_from:
-        with open(args.report_from) as f:
-            report = json.load(f)
+        from kd_plugins.errors import KDPluginsError
+        try:
+            report = read_report(args.report_from, '--report-from')
+        except KDPluginsError as err:  # one line, as the other tools
+            raise SystemExit(f'kd_plugins: {err}') from None
         write_report(report, args.work_dir, args.results_dir)
         return report
     t_start = time.time()
@@ -881,7 +884,60 @@ def _evidence(run: dict) -> dict:
                                     'reused')}
 
 
+# what write_report reads: the report's keys, a row's, a row's test summary
+REPORT_KEYS = ('date', 'command', 'machine', 'seconds', 'jobs',
+               'choices_source', 'results')
+ROW_KEYS = ('name', 'label', 'lr', 'epochs', 'test')
+TEST_KEYS = ('mean', 'std', 'n')
+
+
+def report_problems(report: dict) -> List[str]:
+    """What ``report`` lacks of the layout write_report reads (empty: a
+    Digits benchmark results file, with or without the kd_plugins_kind
+    marker)."""
+    out = [f'no {k!r}' for k in REPORT_KEYS if k not in report]
+    results = report.get('results')
+    if 'results' in report and not isinstance(results, dict):
+        return out + ["'results' is not a table per regime"]
+    for regime, rows in (results or {}).items():
+        if not isinstance(rows, list) or not all(isinstance(r, dict)
+                                                 for r in rows):
+            out.append(f'results[{regime!r}] is not a list of rows')
+            continue
+        for i, r in enumerate(rows):
+            test = r.get('test')
+            lack = [k for k in ROW_KEYS if k not in r] + (
+                [f'test.{k}' for k in TEST_KEYS if k not in test]
+                if isinstance(test, dict) else [])
+            if lack:
+                out.append(f'results[{regime!r}][{i}] has no {lack}')
+    return out
+
+
+def read_report(path: str, who: str) -> dict:
+    """A results.json that tools/demo.py wrote, recognised before use: a
+    file of another kind, a newer format version, cut off or missing parts
+    ends in one ArgumentError (kd_plugins.utils.file_kinds)."""
+    from kd_plugins.errors import ArgumentError
+    from kd_plugins.utils.file_kinds import load_json
+    fix = ('pass a results.json that tools/demo.py wrote (WORK_DIR/'
+           'results.json, or docs/results/digits_benchmark.json)')
+    report = load_json(path, 'digits_benchmark', who, fix, ArgumentError,
+                       legacy=lambda obj: not report_problems(obj))
+    problems = report_problems(report)
+    if problems:
+        raise ArgumentError(
+            f'{who} {path!r} is a Digits benchmark results file without '
+            f'parts the report needs: {"; ".join(problems[:4])}.\n  Fix: '
+            f'{fix}.')
+    return report
+
+
 def write_report(report: dict, work_dir: str, results_dir=None) -> None:
+    from kd_plugins.utils.file_kinds import marker
+
+    # marked (kind, format version) for --report-from and other readers
+    report = {**marker('digits_benchmark'), **report}
     text = [f"Digits benchmark, {report['date']}: `{report['command']}` "
             f"({report['machine']}, {report['seconds'] / 60:.0f} min, "
             f"{report['jobs']} jobs"

@@ -10,6 +10,7 @@ from _common import (add_common_args, build_runner, close_dist,
                      default_dataloader_cfgs, load_config, need_file, out_dir,
                      out_file, run_main, set_local_rank, set_work_dir)
 from kd_plugins.engine import preflight
+from kd_plugins.utils.checkpoint import load_local_checkpoint
 from kd_plugins.utils.config import iter_nodes
 from kd_plugins.utils.teacher import clear_teacher_ckpts
 
@@ -34,6 +35,17 @@ def _clear_key(obj, key: str) -> None:
     for _, node in list(iter_nodes(obj)):
         if isinstance(node, dict) and key in node:
             node[key] = None
+
+
+def check_checkpoint_fits(cfg, checkpoint: str) -> None:
+    """The checkpoint is of the kind the config tests: a distillation
+    config its run's checkpoint (student ``architecture.*``), a classifier
+    config a classifier's weights. mmengine loads ``load_from`` with
+    ``strict=False``, so another kind would test an untrained model."""
+    model = cfg.get('model')
+    distiller = isinstance(model, dict) and 'architecture' in model
+    load_local_checkpoint(checkpoint, map_location='cpu', role=(
+        'test_distiller' if distiller else 'test_classifier'))
 
 
 def main(argv=None):
@@ -67,6 +79,7 @@ def main(argv=None):
     if isinstance(cfg.get('model'), dict):
         clear_teacher_ckpts(cfg.model)
     preflight(cfg, mode='test')
+    check_checkpoint_fits(cfg, args.checkpoint)
     runner = build_runner(cfg)
     metrics = runner.test()
     from mmengine.dist import is_main_process

@@ -102,7 +102,10 @@ class IETeacherEncoder(BaseConnector):
                 'python tools/train.py configs/demo/ie_kd_stage1_digits.py, '
                 'and pass its checkpoint with --cfg-options '
                 'model.distiller.connectors.t_enc.stage1_ckpt=PATH')
-        state = load_local_checkpoint(path, map_location='cpu')
+        # refused unless it is a stage-1 file (an auto-encoder's encoder
+        # and decoder): not stage 2's, not a teacher's
+        state = load_local_checkpoint(path, map_location='cpu',
+                                      role='stage1')
         state = state.get('state_dict', state)
         if prefix is None:
             prefixes = sorted({k[:k.index('encoder.') + len('encoder.')]
@@ -112,7 +115,10 @@ class IETeacherEncoder(BaseConnector):
                 raise ConfigError(
                     f'{path!r} is not an IE-KD stage-1 checkpoint: expected '
                     f'one teacher encoder (…connectors.<name>.encoder.*), '
-                    f'found {prefixes or "none"}.')
+                    f'found {prefixes or "none"}.\n  Fix: pass the '
+                    'checkpoint of a run of an ie_kd_stage1 config (one '
+                    'IEAutoEncoder connector), or set the encoder\'s key '
+                    'prefix: model.distiller.connectors.t_enc.prefix=...')
             prefix = prefixes[0]
         enc = {k[len(prefix):]: v for k, v in state.items()
                if k.startswith(prefix)}

@@ -1,6 +1,7 @@
 """Checkpoint I/O shared by the hooks, the export, the connectors and the
-tools: atomic writes, and ``weights_only=True`` loads whose errors name the
-file and the fix. ``kd_plugins.compat`` installs both into mmengine (its
+tools: atomic writes, and ``weights_only=True`` loads that check the file's
+kind (:mod:`kd_plugins.utils.file_kinds`) and whose errors name the file,
+what it is and the fix. ``kd_plugins.compat`` installs both into mmengine (its
 patches 6 and 7); the functions live here so that nothing imports compat for
 them.
 """
@@ -67,21 +68,32 @@ def _plain(text: str) -> str:
 
 def _checkpoint_error(filename: str, err: BaseException,
                       role: str | None = None):
-    """A CheckpointError naming ``filename``; the fix depends on ``role``:
-    'teacher' (a teacher's weights), 'resume' (a run's checkpoint) or None
-    (not known: both)."""
+    """A CheckpointError naming ``filename``, what it is (from its bytes:
+    :func:`~kd_plugins.utils.file_kinds.sniff`) and the fix for ``role``
+    (a use of :data:`~kd_plugins.utils.file_kinds.ROLES`: 'teacher',
+    'resume', 'stage1'...; None: not known)."""
     import pickle
     import re
 
     from ..errors import CheckpointError
+    from .file_kinds import role_of, sniff
+    found = sniff(filename)
+    use = role_of(role)
+    if found.kind not in ('torch', 'torch_truncated', 'zip_truncated',
+                          'pickle', 'binary', 'empty', 'unreadable'):
+        # another kind of file (JSON, .npz, a config...): say which
+        return CheckpointError(
+            f'{use.who} {filename!r} is not a torch checkpoint: it is '
+            f'{found.what}; expected {use.expected}.\n  Fix: {use.fix}.')
     text = _plain(str(err)).strip()
     first = text.splitlines()[0] if text else ''
-    if isinstance(err, pickle.UnpicklingError) and (
-            'weights_only' in text or 'kd_plugins refused' in text):
-        found = re.search(r'Unsupported global: GLOBAL ([\w.]+)', text)
+    if isinstance(err, pickle.UnpicklingError) and found.kind in (
+            'torch', 'pickle') and ('weights_only' in text
+                                    or 'kd_plugins refused' in text):
+        ref = re.search(r'Unsupported global: GLOBAL ([\w.]+)', text)
         detail = re.search(r'WeightsUnpickler error:\s*(.+?)(?:\n|$)',
                            text.replace('error: \n\n', 'error: '))
-        what = (f'a pickled reference to {found.group(1)}' if found else
+        what = (f'a pickled reference to {ref.group(1)}' if ref else
                 f'pickled data the safe loader refuses '
                 f'({detail.group(1).strip().rstrip(".")})' if detail else
                 'pickled objects')
@@ -93,8 +105,11 @@ def _checkpoint_error(filename: str, err: BaseException,
             'mmengine/mmpretrain/kd_plugins; if you trust this file, re-save '
             'only its tensors: torch.save({"state_dict": '
             'model.state_dict()}, PATH).')
-    head = (f'checkpoint {filename!r} is unreadable - truncated or corrupt '
-            f'({type(err).__name__}: {first}).\n  Fix: ')
+    cause = (found.what if found.kind in ('torch_truncated', 'empty',
+                                          'binary')
+             else f'{type(err).__name__}: {first}')
+    head = (f'{use.who} {filename!r} is unreadable - truncated or corrupt '
+            f'({cause}).\n  Fix: ')
     teacher_fix = ('re-download or re-train the teacher and pass it with '
                    '--cfg-options model.teacher_ckpt=PATH (model.teacher_ckpts'
                    '=[...] for ATSC and several teachers).')
@@ -107,6 +122,8 @@ def _checkpoint_error(filename: str, err: BaseException,
                                + teacher_fix)
     if role == 'resume':
         return CheckpointError(head + resume_fix + '.')
+    if role is not None:  # the file of one use: write it again
+        return CheckpointError(head + f'write it again; {use.fix}.')
     return CheckpointError(head + resume_fix + '; if it is a teacher, '
                            + teacher_fix)
 
@@ -120,22 +137,39 @@ def _newest_other(folder: str, filename: str):
 
 def load_local_checkpoint(filename: str, map_location=None,
                           role: str | None = None):
-    """``torch.load(filename, weights_only=True)`` with errors that name the
-    file and, with ``role`` ('teacher' / 'resume'), the right fix (used by
-    mmengine's local loader and by kd_plugins' own tools)."""
-    filename = os.path.expanduser(filename)
+    """``torch.load(filename, weights_only=True)``, then the file's kind
+    checked (:func:`kd_plugins.utils.file_kinds.check_checkpoint`): a
+    kd_plugins file of a newer format version is refused, and with ``role``
+    (a use of :data:`~kd_plugins.utils.file_kinds.ROLES`: 'teacher',
+    'resume', 'export', 'stage1', 'upstream', 'test_distiller',
+    'test_classifier') a checkpoint of another kind is. Errors name the
+    file, what it is and the fix (used by mmengine's local loader, role
+    None, and by kd_plugins' own tools and models)."""
+    from ..errors import CheckpointError, MissingFileError
+    from .file_kinds import check_checkpoint, role_of
+    filename = os.path.expanduser(os.fspath(filename))
+    use = role_of(role)
+    if os.path.isdir(filename):
+        raise CheckpointError(f'{use.who} {filename!r} is a folder, not a '
+                              f'checkpoint file.\n  Fix: {use.fix}.')
     if not os.path.isfile(filename):
-        from ..errors import MissingFileError
         raise MissingFileError(f'checkpoint {filename!r} does not exist.\n'
                                '  Fix: pass the path of an existing '
                                'checkpoint.')
+    if not os.access(filename, os.R_OK):
+        raise CheckpointError(f'{use.who} {filename!r} is not readable '
+                              '(permission denied).\n  Fix: make it '
+                              'readable (chmod u+r), or pass a copy you can '
+                              'read.')
     try:
-        return torch.load(filename, map_location=map_location,
+        ckpt = torch.load(filename, map_location=map_location,
                           weights_only=True)
     except (FileNotFoundError, MemoryError, KeyboardInterrupt):
         raise
     except Exception as err:  # torch raises many types for a bad file
         raise _checkpoint_error(filename, err, role) from err
+    check_checkpoint(ckpt, filename, role)
+    return ckpt
 
 
 def state_dict_diff(have: dict, want: dict) -> tuple[list, list, list]:

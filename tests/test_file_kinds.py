@@ -84,6 +84,8 @@ CHECKPOINTS = {
     'upstream.pth': (dict(model=UPSTREAM, epoch=240, accuracy=79.4,
                           optimizer={'state': {}, 'param_groups': []}),
                      'repdistiller'),
+    # torch's legacy (non-zip) format, as older releases wrote
+    'legacy.pth': (dict(meta={}, state_dict=CLS), 'classifier'),
     'tensor.pth': (_t(3), 'not_a_dict'),
     'no_weights.pth': (dict(meta={}, state_dict={}), 'no_weights'),
 }
@@ -99,6 +101,7 @@ OTHERS = {
     'empty.pth': 'an empty file (0 bytes)',
     'cut.pth': 'a truncated or corrupt torch checkpoint',
     'cut.npz': 'a truncated or corrupt numpy .npz archive',
+    'cut_legacy.pth': 'a truncated or corrupt pickle file',
     'garbage.bin': 'binary data of no kind kd_plugins reads',
 }
 
@@ -130,7 +133,8 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp('kinds')
     out = {}
     for name, (obj, _) in CHECKPOINTS.items():
-        torch.save(obj, d / name)
+        torch.save(obj, d / name,
+                   _use_new_zipfile_serialization=name != 'legacy.pth')
     save_stats(str(d / 'stats.npz'), STATS_META, _stats_arrays())
     np.savez(d / 'arrays.npz', x=np.ones(3), y=np.zeros(2))
     (d / 'metrics.json').write_text(json.dumps({'accuracy/top1': 91.0}))
@@ -144,6 +148,10 @@ def files(tmp_path_factory):
     for src, dst in (('zoo.pth', 'cut.pth'), ('stats.npz', 'cut.npz')):
         data = (d / src).read_bytes()
         (d / dst).write_bytes(data[:len(data) // 2])
+    # cut inside a pickled class name: torch's safe unpickler then reports
+    # a reference outside its allow-list, as if the file were malicious
+    data = (d / 'legacy.pth').read_bytes()
+    (d / 'cut_legacy.pth').write_bytes(data[:data.index(b'torch._utils') + 8])
     (d / 'garbage.bin').write_bytes(bytes(range(256)) * 8)
     for name in os.listdir(d):
         out[name] = str(d / name)
@@ -160,7 +168,8 @@ def test_sniff_says_what_a_file_is(files, name):
 @pytest.mark.parametrize('name', sorted(CHECKPOINTS))
 def test_checkpoint_kind_recognises_each_checkpoint(files, name):
     from kd_plugins.utils.file_kinds import checkpoint_kind, sniff
-    assert sniff(files[name]).kind == 'torch'
+    assert sniff(files[name]).kind == ('pickle' if name == 'legacy.pth'
+                                       else 'torch')
     obj = torch.load(files[name], weights_only=True)
     assert checkpoint_kind(obj)[0] == CHECKPOINTS[name][1]
 
@@ -193,19 +202,21 @@ def test_the_stand_ins_have_the_keys_of_real_checkpoints():
 # ----------------------------------------------------------- checkpoints
 # what each use accepts (every other file must be refused)
 ACCEPTS = {
-    None: {'kd_run.pth', 'teacher_run.pth', 'zoo.pth', 'ddp.pth',
+    None: {'kd_run.pth', 'teacher_run.pth', 'zoo.pth', 'ddp.pth', 'legacy.pth',
            'stage1.pth', 'stage2.pth', 'export.pth', 'export_old.pth',
            'converted.pth', 'upstream.pth', 'tensor.pth', 'no_weights.pth'},
     'teacher': {'kd_run.pth', 'teacher_run.pth', 'zoo.pth', 'ddp.pth',
+                'legacy.pth',
                 'stage2.pth', 'export.pth', 'export_old.pth',
                 'converted.pth'},
     'resume': {'kd_run.pth', 'teacher_run.pth', 'stage1.pth', 'stage2.pth'},
     'export': {'kd_run.pth', 'teacher_run.pth', 'zoo.pth', 'ddp.pth',
+               'legacy.pth',
                'stage2.pth', 'converted.pth'},
     'stage1': {'stage1.pth'},
     'upstream': {'upstream.pth'},
     'test_distiller': {'kd_run.pth', 'stage2.pth'},
-    'test_classifier': {'teacher_run.pth', 'zoo.pth', 'ddp.pth',
+    'test_classifier': {'teacher_run.pth', 'zoo.pth', 'ddp.pth', 'legacy.pth',
                         'export.pth', 'export_old.pth', 'converted.pth'},
 }
 
@@ -216,6 +227,13 @@ def _what(files, name):
     if name in OTHERS:
         return OTHERS[name]
     return checkpoint_kind(CHECKPOINTS[name][0])[1]
+
+
+def _bytes_what(name):
+    """What a reader of another format must say the file is."""
+    if name == 'legacy.pth':
+        return "a pickle file (torch's legacy format"
+    return 'a torch checkpoint' if name in CHECKPOINTS else OTHERS[name]
 
 
 def _one_message(msg: str) -> None:
@@ -243,7 +261,8 @@ def test_each_use_of_a_checkpoint_refuses_every_other_kind(files, role):
         assert repr(path) in msg
         what = _what(files, name)
         # a broken checkpoint: unreadable (the fix: write it again)
-        cut = name in ('cut.pth', 'empty.pth', 'garbage.bin')
+        cut = name in ('cut.pth', 'cut_legacy.pth', 'empty.pth',
+                       'garbage.bin')
         if cut:
             assert 'is unreadable - truncated or corrupt' in msg, msg
         assert what in msg, (what, msg)
@@ -283,9 +302,11 @@ def test_a_newer_kd_plugins_file_is_refused_by_every_reader(tmp_path, meta):
 
     from kd_plugins.errors import CheckpointError
     from kd_plugins.utils.checkpoint import load_local_checkpoint
+    from mmpretrain.apis import init_model
     path = str(tmp_path / 'new.pth')
     torch.save(dict(meta=meta, state_dict=CLS), path)
-    for load in [lambda: _load_checkpoint(path, map_location='cpu')] + [
+    for load in [lambda: _load_checkpoint(path, map_location='cpu'),
+                 lambda: init_model(osp.join(ROOT, TEACHER), path)] + [
             lambda r=r: load_local_checkpoint(path, role=r) for r in ACCEPTS]:
         with pytest.raises(CheckpointError) as err:
             load()
@@ -436,7 +457,7 @@ def test_statistics_reader_refuses_every_other_file(files, name):
     msg = str(err.value)
     _one_message(msg)
     assert f'KD-layer statistics file {files[name]!r} is' in msg
-    what = 'a torch checkpoint' if name in CHECKPOINTS else OTHERS[name]
+    what = _bytes_what(name)
     assert f'is {what}' in msg, msg
     if name in ('cut.npz', 'empty.pth'):
         assert 'unreadable - truncated or corrupt' in msg
@@ -541,7 +562,7 @@ def test_report_from_refuses_every_other_file(files, name, tmp_path):
     msg = str(err.value.code)
     assert msg.startswith(f'kd_plugins: --report-from {files[name]!r} is ')
     _one_message(msg)
-    what = 'a torch checkpoint' if name in CHECKPOINTS else OTHERS[name]
+    what = _bytes_what(name)
     assert what in msg, msg
     assert 'not a Digits benchmark results file' in msg
     assert 'tools/demo.py' in msg.splitlines()[1]
@@ -685,3 +706,23 @@ def test_a_file_of_another_kind_ends_the_tool_in_one_line(files, tmp_path,
         'kd_plugins: ')]
     assert len(line) == 1, proc.stderr[-3000:]
     assert fill(needle) in line[0], proc.stderr[-3000:]
+
+
+def test_troubleshooting_lists_every_kind_and_its_tool():
+    """docs/troubleshooting.md names each kind kd_plugins writes with the
+    command that writes it (KINDS), and the messages it quotes are the
+    code's."""
+    from kd_plugins.utils.file_kinds import KINDS
+    text = open(osp.join(ROOT, 'docs', 'troubleshooting.md'),
+                encoding='utf-8').read()
+    section = text.split('## Files of the wrong kind', 1)[1].split('\n## ')[0]
+    for kind in KINDS.values():
+        assert kind.made_by in section, kind.made_by
+        assert kind.what.split(' (')[0] in section, kind.what
+    for quoted in ('is not a torch checkpoint: it is a JSON file',
+                   'is unreadable - truncated or corrupt (a truncated or '
+                   'corrupt torch checkpoint (its zip directory is missing))',
+                   'reads up to version 1: a newer kd_plugins',
+                   'it needs no conversion'):
+        assert quoted.replace('\n', ' ') in ' '.join(section.split()), \
+            quoted

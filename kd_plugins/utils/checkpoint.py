@@ -80,7 +80,8 @@ def _checkpoint_error(filename: str, err: BaseException,
     found = sniff(filename)
     use = role_of(role)
     if found.kind not in ('torch', 'torch_truncated', 'zip_truncated',
-                          'pickle', 'binary', 'empty', 'unreadable'):
+                          'pickle', 'pickle_truncated', 'binary', 'empty',
+                          'unreadable'):
         # another kind of file (JSON, .npz, a config...): say which
         return CheckpointError(
             f'{use.who} {filename!r} is not a torch checkpoint: it is '
@@ -106,7 +107,7 @@ def _checkpoint_error(filename: str, err: BaseException,
             'only its tensors: torch.save({"state_dict": '
             'model.state_dict()}, PATH).')
     cause = (found.what if found.kind in ('torch_truncated', 'empty',
-                                          'binary')
+                                          'pickle_truncated', 'binary')
              else f'{type(err).__name__}: {first}')
     head = (f'{use.who} {filename!r} is unreadable - truncated or corrupt '
             f'({cause}).\n  Fix: ')

@@ -190,6 +190,27 @@ def _describe_text(path: str, text: str) -> Found:
     return Found('text', 'a text file')
 
 
+def _pickles_end(path: str, count: int = 5) -> bool:
+    """Do the first ``count`` pickles of ``path`` (torch's legacy format:
+    magic number, protocol, system info, the object, its storage keys; then
+    raw tensor data) each end with their STOP opcode? Only the opcodes are
+    read (``pickletools``): nothing is unpickled or imported. A file that
+    ends cleanly after fewer pickles (a plain pickle) is complete."""
+    import pickletools
+    try:
+        with open(path, 'rb') as f:
+            for _ in range(count):
+                here = f.tell()
+                if not f.read(1):
+                    return True  # the file ends between two pickles
+                f.seek(here)
+                for _ in pickletools.genops(f):
+                    pass
+    except (ValueError, EOFError, OSError, UnicodeDecodeError):
+        return False  # "pickle exhausted before seeing STOP", a cut opcode
+    return True
+
+
 def sniff(path: str) -> Found:
     """What the file at ``path`` is, from its first bytes (and, for a zip
     or JSON file, its directory or its parse)."""
@@ -212,6 +233,9 @@ def sniff(path: str) -> Found:
     if head.startswith(b'\x93NUMPY'):
         return Found('npy', 'a numpy .npy array')
     if head[:1] == b'\x80':
+        if not _pickles_end(path):
+            return Found('pickle_truncated', 'a truncated or corrupt pickle '
+                         "file (torch's legacy format): a pickle ends early")
         return Found('pickle', 'a pickle file (torch\'s legacy format or '
                      'a plain pickle)')
     if head.startswith(b'\x1f\x8b'):

@@ -299,10 +299,10 @@ def test_the_fix_names_the_tool_that_writes_the_right_file(files):
 def test_a_newer_kd_plugins_file_is_refused_by_every_reader(tmp_path, meta):
     """Also by mmengine's own loader (load_from, mmpretrain's init_model)."""
     from mmengine.runner.checkpoint import _load_checkpoint
+    from mmpretrain.apis import init_model
 
     from kd_plugins.errors import CheckpointError
     from kd_plugins.utils.checkpoint import load_local_checkpoint
-    from mmpretrain.apis import init_model
     path = str(tmp_path / 'new.pth')
     torch.save(dict(meta=meta, state_dict=CLS), path)
     for load in [lambda: _load_checkpoint(path, map_location='cpu'),
@@ -541,7 +541,9 @@ def test_the_committed_results_json_is_read_without_a_marker():
 
 
 def test_a_written_report_is_marked_and_read_back(tmp_path):
+    from kd_plugins.utils.file_kinds import marker
     demo = _demo()
+    assert demo.REPORT_MARK == marker('digits_benchmark')
     demo.write_report(_report(), str(tmp_path))
     path = str(tmp_path / 'results.json')
     written = json.loads(open(path).read())

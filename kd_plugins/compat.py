@@ -32,6 +32,10 @@ Patches
    that fails. We wrap it: with CUDA the original (``nccl``) path runs, without
    CUDA the process group is initialised with ``gloo`` from the same
    environment variables (slurm: ``SLURM_PROCID``/``SLURM_NTASKS``/node list).
+   mmengine never destroys the group; a gloo group whose threads are still
+   alive when the interpreter exits can abort that rank ("terminate called
+   without an active exception", exit 134: seen under mmpretrain's own
+   slurm_train.sh), so the group is destroyed at exit (``atexit``).
 5. mmcv-lite 2.1.0 warns at every import that ``MultiScaleDeformableAttention``
    needs the full mmcv. No kd_plugins code path uses it, so that one warning
    (matched by its text) is filtered; every other warning stays.
@@ -238,10 +242,21 @@ def _slurm_env() -> None:
     os.environ['RANK'] = str(proc_id)
 
 
+def destroy_process_group_at_exit() -> None:
+    """Destroy the default process group if it is still up (every rank is
+    past its last collective when its interpreter exits)."""
+    import torch.distributed as torch_dist
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
 def _make_init_dist(original):
 
     def init_dist(launcher, backend='nccl', init_backend='torch', **kwargs):
-        """mmengine ``init_dist`` that also works without CUDA (gloo)."""
+        """mmengine ``init_dist`` that also works without CUDA (gloo), and
+        destroys its process group at exit."""
+        import atexit
+        atexit.register(destroy_process_group_at_exit)
         if torch.cuda.is_available() or launcher not in ('pytorch', 'slurm'):
             return original(launcher, backend=backend,
                             init_backend=init_backend, **kwargs)

@@ -1,26 +1,42 @@
 """ATSC — Adaptive Teaching with Shared Classifier (Jang, Kim, Lim, Lee 2024,
-arXiv 2406.08528), single- and multi-teacher.
+arXiv 2406.08528), single- and multi-teacher: the training step of the
+official code (``helper/loops.py`` ``train_distill``), see
+``docs/methods/atsc.md``.
 
-Per iteration (``docs/methods/atsc.md``):
+Per iteration:
 
-    step 1:  L = b * sum_k MSE(P_k(f_s), f_tk)              (feature match)
+    step 1:  L = c * CE(z_own, y) + d * tau^2 KL(z_t/tau || z_own/tau)
+               + b * sum_k MSE(P_k(f_s), f_tk)              (feature match)
                + w * sum_k sum_{p in A_k} ||theta_p - theta0_p||^2   (anchor)
-               + c * CE(z_s, y) + d * tau^2 KL(z_t/tau || z_s/tau)  (optional)
-             updates the student backbone, the projectors P_k and the
-             teachers (trainable, train mode) except their classifier biases;
+             updates everything trainable: the student (its own classifier
+             included), the projectors P_k and the teachers (trainable, train
+             mode), their classifier biases included;
     step 2:  sum_k CE(fc_Tk(GAP(f_tk')), y) updates only the teachers'
-             classifier biases (separate optimizer, same settings), where
+             classifier biases (a second optimizer, same settings), where
              f_tk' comes from a second teacher forward after step 1 (train
-             mode, updated weights; BN running statistics move again), as
-             the official ``helper/loops.py`` does. ``reuse_teacher_features
-             =True`` uses step 1's f_tk instead and saves that forward.
+             mode, updated weights; BN running statistics move again).
+             ``reuse_teacher_features=True`` uses step 1's f_tk instead and
+             saves that forward.
+
+As in the official code, CE and KD (weights c and d, 0 by default) act on
+the student's OWN classifier, z_own = head(neck(backbone outputs)), against
+the mean teacher logits z_t = mean_k fc_Tk(GAP(f_tk)) (not detached: with
+d > 0 the KD term also moves the teachers). Both terms are always computed:
+at weight 0 they give the student's own classifier and the teachers'
+classifier biases a zero gradient, so step 1's SGD still decays them by
+weight decay and moves their momentum, as the official ``loss = cls *
+loss_cls + div * loss_div + ...`` does. The teachers' classifier biases are
+in both optimizers, as in the official ``optimizer`` (every trainable
+module) and ``optimizer_last``.
 
 z_s = mean_k fc_Tk(GAP(P_k(f_s))) is the student's prediction with the
-teachers' *live* classifiers (shared classifier); the student's own head is
-never used. theta0 is a frozen copy of each teacher taken right after its
-checkpoint is loaded; it is a persistent buffer, so a resumed run restores the
-original theta0 and never re-captures it from the adapted teacher. A_k: every
-teacher parameter with ndim > 1, the shared classifier's weight included (the
+teachers' *live* classifiers (shared classifier): validation, test and export
+use it. (The official ``validate_distill`` evaluates the student's own
+classifier, which ATSC does not train by default: a deliberate difference.)
+theta0 is a frozen copy of each teacher taken right after its checkpoint is
+loaded; it is a persistent buffer, so a resumed run restores the original
+theta0 and never re-captures it from the adapted teacher. A_k: every teacher
+parameter with ndim > 1, the shared classifier's weight included (the
 official ``helper/util.py::extract_weights_except_last`` takes all parameters
 but the last one, ``fc.bias``, and keeps those with ndim > 1). With
 ``anchor_norm=True`` (a deviation from the official code, off by default) the
@@ -32,9 +48,8 @@ the smaller one's size (official ``models/util.py::SimKD.forward``). A larger
 student map is pooled inside the projector (so the deployed student does the
 same); a larger teacher map is pooled before the MSE.
 
-Unlike the official code, validation/test evaluate z_s (the deployed
-prediction), checkpoints hold projectors and adapted classifiers, and
-``deploy_student`` exports a plain mmpretrain classifier.
+Unlike the official code, checkpoints hold projectors and adapted
+classifiers, and ``deploy_student`` exports a plain mmpretrain classifier.
 """
 from __future__ import annotations
 
@@ -52,6 +67,7 @@ from mmrazor.registry import MODELS
 from ..errors import ConfigError
 from ..losses.tempered_kl import tempered_kl
 from ..models.heads.atsc_head import shared_classifier_logits
+from ..utils.precision import at_least_float32
 from ..utils.teacher import as_list, build_teacher, teachers_and_ckpts
 
 TEACHER_BIAS_OPTIM = 'teacher_bias'
@@ -77,13 +93,15 @@ class ATSC(BaseAlgorithm):
 
     Args:
         architecture: the student (an mmpretrain ImageClassifier; its
-            backbone is used, its head is not).
+            backbone feeds the projectors, its own head gives the logits of
+            the CE / KD terms and is not deployed).
         teachers: one teacher config/model or a list (multi-teacher).
         projectors: one ``ATSCProjector`` config per teacher.
         teacher_ckpts: checkpoint path (or None) per teacher.
         mse_weight: b. anchor_weight: w (1 on CIFAR, 10 on ImageNet).
-        ce_weight: c, CE of the student prediction (default 0).
-        kd_weight: d, KD between student and mean teacher logits (0).
+        ce_weight: c, CE of the student's own classifier (default 0).
+        kd_weight: d, KD between the student's own classifier and the
+            mean teacher logits (default 0).
         kd_tau: temperature of the optional KD term.
         anchor_norm: also anchor the teacher's ndim-1 parameters (BN
             scales/shifts). Off by default (official behaviour); a
@@ -165,8 +183,14 @@ class ATSC(BaseAlgorithm):
         if len(num_classes) > 1:
             raise ConfigError(f'ATSC teachers disagree on the number of '
                               f'classes: {sorted(num_classes)}.')
-        student_head = getattr(self.architecture, 'head', None)
-        s_fc = getattr(student_head, 'fc', None)
+        if not getattr(self.architecture, 'with_head', False):
+            raise ConfigError(
+                'ATSC computes its CE / KD terms (weights ce_weight, '
+                "kd_weight) on the student's own classifier, as the official "
+                'code, but this student has no head.\n  Fix: give the '
+                'student an mmpretrain classification head (e.g. '
+                'LinearClsHead) with the teachers\' classes.')
+        s_fc = getattr(self.architecture.head, 'fc', None)
         if isinstance(s_fc, nn.Linear) and s_fc.out_features not in \
                 num_classes:
             raise ConfigError(
@@ -183,17 +207,30 @@ class ATSC(BaseAlgorithm):
         return [t.head.fc.bias for t in self.teachers]
 
     def optim_param_groups(self) -> Dict[str, List[nn.Parameter]]:
-        """Step 1 (everything trainable but the teacher classifier biases)
-        and step 2 (those biases): one optimizer each, same settings."""
-        bias = self.teacher_bias_params()
-        ids = {id(p) for p in bias}
-        main = [p for p in self.parameters()
-                if p.requires_grad and id(p) not in ids]
-        return {MAIN_OPTIM: main, TEACHER_BIAS_OPTIM: bias}
+        """Step 1: every trainable parameter (the official ``optimizer``
+        over student, projectors and teachers); step 2: the teachers'
+        classifier biases (the official ``optimizer_last``). The biases are
+        in both, as in the official code: one optimizer each, same
+        settings."""
+        main = [p for p in self.parameters() if p.requires_grad]
+        return {MAIN_OPTIM: main,
+                TEACHER_BIAS_OPTIM: self.teacher_bias_params()}
 
     # ------------------------------------------------------------------
+    def _student_feats(self, inputs) -> tuple:
+        """The student backbone's outputs (a tuple of maps)."""
+        return self.student.extract_feat(inputs, stage='backbone')
+
     def _student_map(self, inputs):
-        return self.student.extract_feat(inputs, stage='backbone')[-1]
+        return self._student_feats(inputs)[-1]
+
+    def student_own_logits(self, feats: tuple) -> torch.Tensor:
+        """The student's own classifier on its backbone outputs ``feats``:
+        head(neck(feats)), (N, num_classes); the official ``logit_s`` of
+        ``model_s(images, is_feat=True)``."""
+        student = self.student
+        x = student.neck(feats) if student.with_neck else feats
+        return student.head(x)
 
     def _teacher_map(self, k, inputs):
         return self.teachers[k].extract_feat(inputs, stage='backbone')[-1]
@@ -229,33 +266,32 @@ class ATSC(BaseAlgorithm):
         """Step-1 losses; also keeps what step 2 needs: the inputs (the
         teachers run again) or, with ``reuse_teacher_features``, the pooled
         step-1 teacher features."""
-        f_s = self._student_map(inputs)
+        feats = self._student_feats(inputs)
+        f_s = feats[-1]
+        z_own = self.student_own_logits(feats)  # official logit_s
         labels = torch.cat([ds.gt_label for ds in data_samples])
-        losses, projected, t_feats, t_logits = {}, [], [], []
+        losses, t_feats, t_logits = {}, [], []
         for k, teacher in enumerate(self.teachers):
             f_t = self._teacher_map(k, inputs)
             self._record_teacher_size(k, f_t)
             p = self.connectors[k](f_s)
-            projected.append(p)
             target = f_t
             if target.shape[2:] != p.shape[2:]:  # larger teacher map
                 target = F.adaptive_avg_pool2d(target, p.shape[2:])
             losses[f'loss_mse{k}'] = self.mse_weight * F.mse_loss(
-                p.float(), target.float())
+                at_least_float32(p), at_least_float32(target))
             pooled = F.adaptive_avg_pool2d(f_t, 1).flatten(1)
             t_feats.append(pooled.detach())
-            t_logits.append(teacher.head.fc(pooled))
+            t_logits.append(teacher.head.fc(pooled))  # official logit_t
         losses['loss_anchor'] = self.anchor_weight * self.anchor_loss()
-        if self.ce_weight or self.kd_weight:
-            z_s = self.deployed_logits(f_s, projected).float()
-            if self.ce_weight:
-                losses['loss_ce'] = self.ce_weight * F.cross_entropy(
-                    z_s, labels)
-            if self.kd_weight:
-                tau = self.kd_tau
-                z_t = torch.stack(t_logits).mean(0).float()
-                losses['loss_kd'] = self.kd_weight * tempered_kl(z_s, z_t,
-                                                                 tau)
+        # always computed, also at weight 0 (see the module docstring): the
+        # zero gradients they give make SGD decay the student's own
+        # classifier and the teachers' classifier biases, as the official
+        z_own = at_least_float32(z_own)
+        losses['loss_ce'] = self.ce_weight * F.cross_entropy(z_own, labels)
+        z_t = at_least_float32(torch.stack(t_logits).mean(0))
+        losses['loss_kd'] = self.kd_weight * tempered_kl(z_own, z_t,
+                                                         self.kd_tau)
         self._step2 = (t_feats if self.reuse_teacher_features else inputs,
                        labels)
         return losses
@@ -276,7 +312,8 @@ class ATSC(BaseAlgorithm):
         for teacher, feat in zip(self.teachers, t_feats):
             fc = teacher.head.fc
             logits = F.linear(feat, fc.weight.detach(), fc.bias)
-            total = total + F.cross_entropy(logits.float(), labels)
+            total = total + F.cross_entropy(at_least_float32(logits),
+                                            labels)
         return total
 
     def train_step(self, data, optim_wrapper: OptimWrapperDict):

@@ -10,12 +10,14 @@ formula.
 import torch
 import torch.nn.functional as F
 
+from ..utils.precision import at_least_float32
+
 
 def tempered_kl(z_s: torch.Tensor, z_t: torch.Tensor,
                 tau: float) -> torch.Tensor:
     """z_s, z_t: (N, C) logits (the target's gradient is not stopped here:
-    detach ``z_t`` if it must not learn). Computed in float32. Returns a
-    scalar."""
-    return tau**2 * F.kl_div(F.log_softmax(z_s.float() / tau, dim=1),
-                             F.softmax(z_t.float() / tau, dim=1),
+    detach ``z_t`` if it must not learn). Computed in float32 (float64 for
+    float64 logits). Returns a scalar."""
+    return tau**2 * F.kl_div(F.log_softmax(at_least_float32(z_s) / tau, dim=1),
+                             F.softmax(at_least_float32(z_t) / tau, dim=1),
                              reduction='batchmean')

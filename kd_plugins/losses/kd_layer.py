@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from mmrazor.registry import MODELS
 
 from ..errors import ConfigError
+from ..utils.precision import at_least_float32
 from ..utils.stats_file import LAYOUT, load_stats
 
 KINDS = tuple(LAYOUT)  # ('penultimate', 'intermediate')
@@ -30,11 +31,15 @@ KINDS = tuple(LAYOUT)  # ('penultimate', 'intermediate')
 
 def penultimate_targets(feat_t: torch.Tensor, centers: torch.Tensor,
                         tau: float) -> torch.Tensor:
-    """(B, C, H, W) teacher map, (K, C) centres -> (B*H*W, K) targets."""
-    f = feat_t.permute(0, 2, 3, 1).reshape(-1, feat_t.shape[1]).float()
-    d2 = (f.pow(2).sum(1, keepdim=True) - 2 * f @ centers.T +
-          centers.pow(2).sum(1)[None])
-    return F.softmax(-tau * d2.clamp_min(0), dim=1)
+    """(B, C, H, W) teacher map, (K, C) centres -> (B*H*W, K) targets.
+
+    The squared distances as the official ``VectorQuantizerEMA`` computes
+    them (same expansion, same order, not clamped at 0)."""
+    f = at_least_float32(feat_t.permute(0, 2, 3, 1).reshape(-1,
+                                                            feat_t.shape[1]))
+    d2 = (torch.sum(f**2, dim=1, keepdim=True) + torch.sum(centers**2, dim=1)
+          - 2 * torch.matmul(f, centers.t()))
+    return F.softmax(-tau * d2, dim=1)
 
 
 def intermediate_targets(feat_t: torch.Tensor, labels: torch.Tensor,
@@ -43,7 +48,7 @@ def intermediate_targets(feat_t: torch.Tensor, labels: torch.Tensor,
                          per_class: int) -> torch.Tensor:
     """Rows of s_T picked by the nearest ground-truth-class subclass."""
     b, c, h, w = feat_t.shape
-    f = feat_t.permute(0, 2, 3, 1).reshape(-1, c).float()
+    f = at_least_float32(feat_t.permute(0, 2, 3, 1).reshape(-1, c))
     z = (f - mean) @ proj  # LDA projection, (B*H*W, d)
     y = labels.reshape(-1).long().repeat_interleave(h * w)
     idx = y[:, None] * per_class + torch.arange(per_class,
@@ -154,7 +159,7 @@ class KDLayerLoss(nn.Module):
         with torch.no_grad():
             p_t = self.targets(feat_t, gt_labels)
         log_p_s = F.log_softmax(
-            preds_S.float().permute(0, 2, 3, 1).reshape(-1,
-                                                        preds_S.shape[1]), 1)
+            at_least_float32(preds_S).permute(0, 2, 3, 1).reshape(
+                -1, preds_S.shape[1]), 1)
         return self.loss_weight * F.kl_div(log_p_s, p_t,
                                            reduction='batchmean')

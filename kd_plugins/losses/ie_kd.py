@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from mmrazor.registry import MODELS
 
 from ..errors import ConfigError
+from ..utils.precision import at_least_float32
 
 
 def normalize_factor(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -26,7 +27,8 @@ def normalize_factor(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 def factor_l1(preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-    """mean |n(S) - n(T)| over all elements, in float32."""
+    """mean |n(S) - n(T)| over all elements, in float32 (float64 for float64
+    factors)."""
     if preds_S.dim() != 4 or preds_T.dim() != 4 or \
             preds_S.shape[:2] != preds_T.shape[:2]:
         raise ConfigError(
@@ -34,7 +36,7 @@ def factor_l1(preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
             f'student {tuple(preds_S.shape)}, teacher {tuple(preds_T.shape)}.'
             ' Fix the student encoders\' out_channels (= teacher channels x '
             'rate).')
-    s, t = preds_S.float(), preds_T.float()
+    s, t = at_least_float32(preds_S), at_least_float32(preds_T)
     if s.shape[2:] != t.shape[2:]:
         size = (min(s.shape[2], t.shape[2]), min(s.shape[3], t.shape[3]))
         s = F.adaptive_avg_pool2d(s, size) if s.shape[2:] != size else s

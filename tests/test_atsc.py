@@ -513,6 +513,44 @@ def test_three_steps_equal_the_official_training_step(anchor_weight, wd, cls,
         (wd == 0 and div == 0)
 
 
+def test_at_the_defaults_the_official_terms_touch_only_two_classifiers():
+    """c = d = 0: against a step without the zero-weighted CE / KD terms and
+    without the teachers' classifier biases in step 1 (ours before
+    2026-12-08, when the Digits ATSC rows were measured), six steps differ
+    only in the student's own classifier and the teachers' classifier bias;
+    every other tensor is bit for bit the same (float64)."""
+    import types
+    torch.manual_seed(0)
+    new, _ = build()
+    new.double()
+    old = copy.deepcopy(new)
+    plain_loss = type(old).loss
+
+    def loss_without_terms(self, inputs, data_samples):
+        losses = plain_loss(self, inputs, data_samples)
+        losses.pop('loss_ce'), losses.pop('loss_kd')
+        return losses
+
+    def groups_without_biases(self):
+        ids = {id(p) for p in self.teacher_bias_params()}
+        return {'main': [p for p in self.parameters()
+                         if p.requires_grad and id(p) not in ids],
+                'teacher_bias': self.teacher_bias_params()}
+
+    old.loss = types.MethodType(loss_without_terms, old)
+    old.optim_param_groups = types.MethodType(groups_without_biases, old)
+    ow_new = optim(new, weight_decay=5e-4)
+    ow_old = optim(old, weight_decay=5e-4)
+    new.train(), old.train()
+    for i in range(6):
+        new.train_step(batch(seed=i), ow_new)
+        old.train_step(batch(seed=i), ow_old)
+    a, b = new.state_dict(), old.state_dict()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == [
+        'architecture.head.fc.weight', 'architecture.head.fc.bias',
+        'teachers.0.head.fc.bias']
+
+
 def test_reuse_teacher_features_skips_the_second_teacher_forward():
     """The opt-in saving: step 2 reuses step 1's teacher features, the
     teacher's BN counts one batch per step, and the step differs from the

@@ -21,6 +21,8 @@ if 'TORCHINDUCTOR_CACHE_DIR' not in os.environ:
         tempfile.gettempdir(), 'torchinductor_kd_plugins_'
         + torch.backends.cpu.get_cpu_capability().lower())
 
+import mmpretrain  # noqa: E402
+
 import kd_plugins  # noqa: E402,F401
 
 # the first log line of epoch 3: the run has saved epoch_2.pth and is in the
@@ -137,7 +139,8 @@ def run_tool(args, cwd=ROOT, timeout=900, check=True, env=None,
 # other processes -- the project's tools (run_tool), torchrun/slurm, spawned
 # ranks -- or needs the trained Digits teacher.
 E2E_CALLS = ('run_tool(', '_run(', 'subprocess.', 'mp.spawn(',
-             '_one_and_two_processes(', 'shipped_test_top1(')
+             '_one_and_two_processes(', 'shipped_test_top1(',
+             'mmpretrain_tool(')
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -280,16 +283,43 @@ def assert_killed_after(work_dir: str, epoch: int) -> None:
         assert f.read().strip().endswith(f'epoch_{epoch}.pth')
 
 
-def shipped_test_top1(config: str, checkpoint: str, work_dir: str) -> float:
-    """top-1 of ``checkpoint`` by mmpretrain's own shipped tools/test.py
-    (only the config's custom_imports bring kd_plugins in)."""
-    import re
+# mmpretrain's own tools, as installed (its package's .mim/tools)
+MIM_TOOLS = osp.join(osp.dirname(osp.abspath(mmpretrain.__file__)), '.mim',
+                     'tools')
 
-    import mmpretrain
-    script = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools',
-                      'test.py')
-    proc = run_tool([script, config, checkpoint, '--work-dir', work_dir],
-                    env={'PYTHONPATH': ROOT})
+
+def tool_env(extra=None):
+    """A fresh interpreter's environment: this checkout first on the path
+    (so the kd_plugins the config imports is the one under test), one
+    thread per process (runs go two at a time on two cores)."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (ROOT, os.environ.get('PYTHONPATH')) if p)
+    env.update(extra or {})
+    return env
+
+
+def mmpretrain_tool(script, args, cwd, env=None, timeout=900, check=True):
+    """``python <mmpretrain>/.mim/tools/<script> ARGS`` in a new process
+    (never the zygote). Returns the CompletedProcess; ``check``: it must
+    exit 0."""
+    proc = subprocess.run([sys.executable, osp.join(MIM_TOOLS, script),
+                           *args], cwd=cwd, env=tool_env(env),
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode:
+        raise AssertionError(
+            f'mmpretrain {script} {" ".join(args)} exited '
+            f'{proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
+    return proc
+
+
+def shipped_test_top1(config: str, checkpoint: str, work_dir: str) -> float:
+    """top-1 of ``checkpoint`` by mmpretrain's own shipped tools/test.py, in
+    a fresh interpreter (never the zygote, where kd_plugins is imported:
+    only the config's custom_imports may bring it in)."""
+    import re
+    proc = mmpretrain_tool('test.py', [config, checkpoint, '--work-dir',
+                                       work_dir], cwd=ROOT)
     found = re.findall(r'accuracy/top1: ([\d.]+)', proc.stdout + proc.stderr)
     assert found, (proc.stdout + proc.stderr)[-3000:]
     return float(found[-1])

@@ -13,7 +13,7 @@ from mmengine.optim import build_optim_wrapper
 from mmrazor.registry import MODELS
 
 from kd_plugins.errors import ArgumentError, ConfigError
-from tests.conftest import ROOT, load_tool, run_tool
+from tests.conftest import ROOT, load_tool, mmpretrain_tool, run_tool
 
 R18 = 'mmpretrain::resnet/resnet18_8xb32_in1k.py'
 MBV2 = 'mmpretrain::mobilenet_v2/mobilenet-v2_8xb32_in1k.py'
@@ -365,7 +365,6 @@ def test_written_config_trains_with_both_train_scripts(tmp_path):
     mmpretrain's own tools/train.py trains the written config as it is, and
     kd_plugins' tools/train.py --distill writes the same config and trains
     it (two short epochs each); the student of the run exports."""
-    import mmpretrain
 
     from kd_plugins.export import export_student
     student = 'configs/demo/student_digits.py'
@@ -377,9 +376,9 @@ def test_written_config_trains_with_both_train_scripts(tmp_path):
     short = ['--cfg-options', 'train_cfg.max_epochs=2',
              'train_dataloader.dataset.num_per_class=10']
     theirs = str(tmp_path / 'theirs')
-    mim_train = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools',
-                         'train.py')
-    proc = run_tool([mim_train, out, '--work-dir', theirs] + short)
+    # mmpretrain's own train.py, in a fresh interpreter (not the zygote)
+    proc = mmpretrain_tool('train.py', [out, '--work-dir', theirs] + short,
+                           cwd=ROOT)
     assert 'Epoch(train)' in proc.stdout + proc.stderr
     ours = str(tmp_path / 'ours')
     one_step = [student, '--distill', 'kd', *teacher, '--work-dir', ours]

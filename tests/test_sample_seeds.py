@@ -160,6 +160,7 @@ def _runner(work_dir, workers, persistent, log, resume=None, stop_at=None):
         load_from=resume, experiment_name=osp.basename(str(work_dir)))
 
 
+@pytest.mark.e2e  # three short trainings a case (~15 s): the full tier
 @pytest.mark.parametrize('workers,persistent', [(0, False), (2, True)])
 def test_resume_skips_in_the_sampler_and_equals_the_full_run(
         tmp_path, workers, persistent):

@@ -3,11 +3,10 @@ import json
 import os
 import os.path as osp
 
-import mmpretrain
 import pytest
 import torch
 
-from tests.conftest import (MID_EPOCH_2, MID_EPOCH_3, ROOT, SMALL_TRAIN,
+from tests.conftest import (MID_EPOCH_2, MID_EPOCH_3, SMALL_TRAIN,
                             assert_killed_after, assert_preempted,
                             last_val_top1, run_tool)
 
@@ -79,21 +78,6 @@ def test_kd_student_resume_matches_uninterrupted_run(digits_teacher,
     assert student
     for k in a:
         assert torch.equal(a[k], b[k]), f'{k} differs after resume'
-
-
-def test_config_runs_with_mmpretrain_shipped_train_script(digits_teacher,
-                                                          tmp_path):
-    """custom_imports in the config is all mmpretrain's own tool needs."""
-    _, teacher_ckpt, _ = digits_teacher
-    script = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools',
-                      'train.py')
-    assert osp.isfile(script)
-    wd = str(tmp_path / 'shipped')
-    run_tool([script, osp.join(ROOT, KD_CFG), '--work-dir', wd,
-              '--cfg-options', f'model.teacher_ckpt={teacher_ckpt}',
-              'train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
-              *SMALL_TRAIN], env={'PYTHONPATH': ROOT})
-    assert osp.isfile(osp.join(wd, 'epoch_2.pth'))
 
 
 def test_missing_imagenet_data_fails_fast_with_a_fix(tmp_path):

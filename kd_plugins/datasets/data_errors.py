@@ -12,7 +12,8 @@ training set inside :class:`DataErrorGuard`:
   ``kd_plugins:`` line that names the file, the error and the fixes;
 - ``skip``: the sample is replaced by the next readable index (the batch
   keeps its size, so DDP ranks stay in step), a warning names it, and its
-  path is appended to ``WORK_DIR/skipped_samples.txt``. Past ``max_skipped``
+  path is appended to ``WORK_DIR/skipped_samples.txt`` (once: a file
+  skipped again in a later epoch is not listed twice). Past ``max_skipped``
   distinct files the run stops, listing them. The count is read from that
   file, so it holds across data-loader workers, ranks and restarts.
 """
@@ -110,13 +111,15 @@ class DataErrorGuard:
                                       if line.strip()))
 
     def _skip(self, where: str, err: Exception) -> None:
-        if self.log_file:
+        skipped = self._skipped() if self.log_file else []
+        if self.log_file and where not in skipped:  # each file listed once
             os.makedirs(osp.dirname(osp.abspath(self.log_file)),
                         exist_ok=True)
             # one short O_APPEND write: whole lines even from many processes
             with open(self.log_file, 'a', encoding='utf-8') as f:
                 f.write(where + '\n')
-        skipped = self._skipped() if self.log_file else [where]
+        if where not in skipped:
+            skipped.append(where)
         print_log(f'kd_plugins: skipped {where} ({type(err).__name__}: '
                   f'{err}); {len(skipped)} file(s) skipped so far'
                   + (f', listed in {self.log_file}' if self.log_file else ''),

@@ -213,17 +213,17 @@ DEMO_ARGS = ['--epochs', '2', '--only', 'kd', 'aekt', '--seeds', '2',
              '--progress-every', '5']
 
 
+LAYOUT = ('configs', 'tools', 'kd_plugins', 'docs', 'benchmarks')
+
+
 @pytest.fixture(scope='session')
-def demo_scratch(tmp_path_factory):
+def _demo_run(tmp_path_factory):
     """One short demo (2 epochs; teacher, student, KD, AEKT; 2 seeds) run
     as `make demo` runs it, in a scratch copy of the project layout
-    (symlinks), so its files are in ``work_dirs/demo`` of that copy.
-
-    Returns ``(scratch_root, env, stdout)``; shared by the demo report test
-    (tests/test_tools.py) and the "After make demo" commands
-    (tests/test_docs.py)."""
-    root = tmp_path_factory.mktemp('demo_scratch')
-    for name in ('configs', 'tools', 'kd_plugins', 'docs', 'benchmarks'):
+    (symlinks). Its folder is never changed afterwards: tests work on
+    copies (:func:`demo_scratch`)."""
+    root = tmp_path_factory.mktemp('demo_run')
+    for name in LAYOUT:
         os.symlink(osp.join(ROOT, name), root / name)
     env = dict(os.environ, PYTHONUNBUFFERED='1',
                PATH=osp.dirname(sys.executable) + os.pathsep +
@@ -233,6 +233,23 @@ def demo_scratch(tmp_path_factory):
                           timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return root, env, proc.stdout
+
+
+@pytest.fixture
+def demo_scratch(_demo_run, tmp_path):
+    """A test's own copy of the short demo's folder (its ``work_dirs``
+    copied, the code linked), so that no test sees what another one wrote
+    there, whatever their order. Returns ``(scratch_root, env, stdout)``;
+    used by the demo report test (tests/test_tools.py) and the "After make
+    demo" commands (tests/test_docs.py)."""
+    import shutil
+    origin, env, stdout = _demo_run
+    root = tmp_path / 'demo_scratch'
+    root.mkdir()
+    for name in LAYOUT:
+        os.symlink(osp.join(ROOT, name), root / name)
+    shutil.copytree(origin / 'work_dirs', root / 'work_dirs', symlinks=True)
+    return root, env, stdout
 
 
 def load_tool(name: str):

@@ -1,6 +1,7 @@
 # make demo : create .venv if missing, install, run the demo on bundled data
 # make test : create .venv if missing, install, run the whole test suite
-# make test-fast : the in-process tests only (formulas, configs, preflight)
+# make test-fast : the in-process tests only (formulas, configs, preflight,
+#            lint)
 # make test-fast-other-cpu : the fast tier with another CPU's torch kernels
 # make gpu-check [OUT=dir] [DRY_RUN=1] : CUDA tests + throughput table on the
 #            GPU machine (no install from the network; see tools/gpu_check.sh)
@@ -14,6 +15,10 @@ TORCH_PKGS ?= torch==2.9.1 torchvision==0.24.1
 else
 TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 endif
+# the OpenMMLab versions this set-up installs and CI tests (setup.py takes
+# ranges; docs/compatibility.md); mmcv-lite only where no mmcv is installed
+MM_PKGS   ?= mmengine==0.10.7 mmpretrain==1.2.0 mmrazor==1.0.0
+MMCV_LITE ?= mmcv-lite==2.1.0
 STAMP := $(VENV)/.kd_plugins_installed
 
 .PHONY: install demo test test-fast test-fast-other-cpu gpu-check clean
@@ -23,7 +28,9 @@ $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PKGS)
-	$(PY) -m pip install -q -e '.[dev,deploy]'
+	$(PY) -c "import importlib.metadata as m; m.version('mmcv')" 2>/dev/null \
+	  || $(PY) -m pip install -q $(MMCV_LITE)
+	$(PY) -m pip install -q $(MM_PKGS) -e '.[dev,deploy]'
 	$(PY) -c "import kd_plugins, mmrazor, mmpretrain; print('kd_plugins', kd_plugins.__version__, 'installed')"
 	touch $@
 

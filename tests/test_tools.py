@@ -256,21 +256,3 @@ def test_gpu_check_dry_run_exercises_its_plumbing(tmp_path):
     assert 'targets' in bench
     assert 'DRY RUN' in (out / 'summary.md').read_text()
     assert 'summary.md' in proc.stdout
-
-
-def test_collect_wheels_lists_what_setup_requires_and_downloads(tmp_path):
-    """The offline-node wheel list is setup.py's (minus what the node has)
-    plus the transitive extras; one real download proves the plumbing."""
-    from tests.conftest import load_tool
-    cw = load_tool('collect_wheels')
-    reqs = cw.requirements()
-    names = {cw._name(r) for r in reqs}
-    for r in cw.install_requires():
-        assert (cw._name(r) in names) != (cw._name(r) in cw.NODE_HAS), r
-    assert 'torch' not in names and 'mmrazor' in names
-    assert 'scikit-learn<1.8' in reqs  # the node's pin, not setup.py's
-    out = tmp_path / 'wheels'
-    run_tool(['tools/collect_wheels.py', '--out', str(out), '--only',
-              'addict==2.4.0'])
-    assert [p.name for p in out.iterdir()] == [
-        'addict-2.4.0-py3-none-any.whl']

@@ -10,9 +10,12 @@ network). There, ``make gpu-check`` installs them into /tmp/site (or run
 DIR on PYTHONPATH). torch and torchvision are not collected: the node's own
 CUDA build is used, and so are its numpy, scipy and matplotlib (``--node-has``
 changes that). The list is setup.py's install_requires (so it cannot
-drift from what kd_plugins needs) plus the packages those pull in that the
-OpenMMLab wheels do not declare or that pip would otherwise resolve on the
-node. ``--dry-run`` prints the pip command.
+drift from what kd_plugins needs), mmcv-lite (setup.py's ``lite`` extra: not
+collected with ``--node-has mmcv``, for a node whose own mmcv has CUDA ops)
+plus the packages those pull in that the OpenMMLab wheels do not declare or
+that pip would otherwise resolve on the node. ``--find-links DIR`` takes the
+wheels from DIR instead of the package index. ``--dry-run`` prints the pip
+command.
 """
 from __future__ import annotations
 
@@ -36,13 +39,24 @@ TRANSITIVE = ['addict', 'yapf', 'termcolor', 'mat4py', 'modelindex',
               'markdown-it-py', 'mdurl', 'pygments']
 
 
-def install_requires() -> list[str]:
-    """setup.py's install_requires, read without running setup.py."""
+def _setup_keyword(name: str):
+    """The value of setup.py's ``setup(name=...)``, read without running
+    setup.py (it must be a literal)."""
     tree = ast.parse(open(osp.join(ROOT, 'setup.py')).read())
     for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == 'install_requires':
-            return [ast.literal_eval(e) for e in node.value.elts]
-    raise RuntimeError('setup.py has no install_requires')  # pragma: no cover
+        if isinstance(node, ast.keyword) and node.arg == name:
+            return ast.literal_eval(node.value)
+    raise RuntimeError(f'setup.py has no {name}')  # pragma: no cover
+
+
+def install_requires() -> list[str]:
+    """setup.py's install_requires."""
+    return _setup_keyword('install_requires')
+
+
+def extras_require() -> dict[str, list[str]]:
+    """setup.py's extras_require."""
+    return _setup_keyword('extras_require')
 
 
 def _name(req: str) -> str:
@@ -52,10 +66,13 @@ def _name(req: str) -> str:
 
 
 def requirements(node_has=NODE_HAS) -> list[str]:
-    """What to download: setup.py's requirements and the transitive ones,
-    without what the node has."""
+    """What to download: setup.py's requirements, mmcv-lite unless the
+    node has an mmcv, and the transitive ones, without what the node has."""
     skip = {_name(n) for n in node_has}
-    own = [NODE_PINS.get(_name(r), r) for r in install_requires()
+    if 'mmcv' in skip:  # the node's mmcv (with CUDA ops): no mmcv-lite
+        skip.add('mmcv-lite')
+    own = [NODE_PINS.get(_name(r), r)
+           for r in install_requires() + extras_require()['lite']
            if _name(r) not in skip]
     have = {_name(r) for r in own}
     return own + [r for r in TRANSITIVE
@@ -75,12 +92,17 @@ def main(argv=None) -> list[str]:
     p.add_argument('--only', nargs='+', default=None,
                    help='collect only these requirements (e.g. to refresh '
                    'one package)')
+    p.add_argument('--find-links', default=None, metavar='DIR',
+                   help='take the wheels from DIR (pip --no-index '
+                   '--find-links) instead of the package index')
     p.add_argument('--dry-run', action='store_true')
     args = p.parse_args(argv)
     reqs = args.only or requirements(args.node_has)
     cmd = [sys.executable, '-m', 'pip', 'download', '-q', '--no-deps',
            '--only-binary=:all:', '--python-version', args.python,
            '-d', args.out]
+    if args.find_links:
+        cmd += ['--no-index', '--find-links', args.find_links]
     for plat in args.platform:
         cmd += ['--platform', plat]
     cmd += reqs

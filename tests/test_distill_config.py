@@ -351,7 +351,9 @@ def test_timm_backbone_student(tmp_path):
                              in_channels=512,
                              loss=dict(type='CrossEntropyLoss'))),
         data_preprocessor=dict(mean=[123.675, 116.28, 103.53],
-                               std=[58.395, 57.12, 57.375], to_rgb=True)))
+                               std=[58.395, 57.12, 57.375], to_rgb=True),
+        # a student config's schedule (the written config trains with it)
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1))))
     student = str(tmp_path / 'timm_student.py')
     cfg.dump(student)
     path = _write(tmp_path, student, 'kd', [R34])

@@ -22,6 +22,7 @@ through a symlink.
 """
 import base64
 import hashlib
+import importlib
 import json
 import os
 import os.path as osp
@@ -42,12 +43,10 @@ from kd_plugins import version_check
 from tests.conftest import ROOT, load_tool
 
 SITE = sysconfig.get_path('purelib')
-# what the checkout's own install put there (pip install -e . or .)
-OWN = ('kd_plugins', 'kd_plugins-*', 'kd_plugins.egg-link',
-       '__editable__*kd_plugins*', '__pycache__')
-# the versions installed here (what a user with the tested stack has)
-HERE = {d: metadata.version(d) for d in (
-    'torch', 'torchvision', 'mmengine', 'mmpretrain', 'mmrazor')}
+# what the checkout's own install put there (pip install [-e] ., or a
+# legacy `setup.py develop`: its egg-link and easy-install.pth)
+OWN = ('kd?plugins*', '__editable__*kd?plugins*', 'easy-install.pth',
+       '__pycache__')
 # stand-ins in every wheelhouse: what a wrong requirement would install
 # (mmcv-lite over a user's mmcv, a newer torch or mmengine, ...), so that
 # such a mutation changes what pip installs instead of failing to resolve
@@ -89,6 +88,7 @@ def stand_in_wheel(out_dir, name, version):
 
 
 def wheelhouse(out_dir, versions=WHEELHOUSE):
+    """A folder of stand-in wheels for pip's --find-links."""
     for name, version in versions.items():
         stand_in_wheel(out_dir, name, version)
     return str(out_dir)
@@ -116,7 +116,7 @@ def run(cmd, cwd, env=None, check=True):
     return proc
 
 
-def scratch_env(path, stand_ins, houses):
+def scratch_env(path, stand_ins):
     """A venv sharing this venv's packages but kd_plugins, with each
     distribution of ``stand_ins`` (name -> version) replaced by a stand-in
     (the metadata of every mmcv distribution is left out too). Returns
@@ -131,7 +131,8 @@ def scratch_env(path, stand_ins, houses):
         if not any(fnmatch(entry.lower(), p) for p in skip):
             os.symlink(osp.join(SITE, entry), osp.join(site, entry))
     python = osp.join(path, 'bin', 'python')
-    wheels = [stand_in_wheel(houses, n, v) for n, v in stand_ins.items()]
+    wheels = [stand_in_wheel(osp.join(path, 'stand_ins'), n, v)
+              for n, v in stand_ins.items()]
     if wheels:
         run([python, '-m', 'pip', 'install', '-q', '--no-index', '--no-deps',
              *wheels], cwd=path)
@@ -163,13 +164,9 @@ def pip_would_install(python, target, houses, cwd, editable=False):
 # ---------------------------------------------------------------------------
 # setup.py and the import-time check say the same
 # ---------------------------------------------------------------------------
-def _name(req):
-    return re.split(r'[<>=!~;\[ ]', req, 1)[0].lower()
-
-
 def test_setup_py_requires_the_checked_ranges_and_no_mmcv_or_torch():
     cw = load_tool('collect_wheels')
-    requires = {_name(r): r for r in cw.install_requires()}
+    requires = {cw._name(r): r for r in cw.install_requires()}
     extras = cw.extras_require()
     for dist in ('mmengine', 'mmpretrain', 'mmrazor'):
         assert requires[dist] == dist + version_check.SUPPORTED[dist]
@@ -202,7 +199,6 @@ def _import_with(monkeypatch, **versions):
             return versions[dist]
         return real(dist)
 
-    import importlib
     monkeypatch.setattr(metadata, 'version', version)
     try:
         importlib.reload(kd_plugins)
@@ -299,7 +295,7 @@ def test_pip_install_beside_a_users_mmcv_installs_only_kd_plugins(
     [-e] .`` resolves to kd_plugins alone: no mmcv-lite (its stand-in is in
     the wheelhouse), no other torch, mmengine, mmpretrain or mmrazor."""
     houses = wheelhouse(tmp_path / 'wheels')
-    python, site = scratch_env(str(tmp_path / 'env'), STACKS[stack], houses)
+    python, site = scratch_env(str(tmp_path / 'env'), STACKS[stack])
     mmcv, = metadata.distributions(name='mmcv', path=[site])
     assert mmcv.version == STACKS[stack]['mmcv']
     src = source_copy(tmp_path / 'src')
@@ -311,8 +307,7 @@ def test_pip_install_beside_a_users_mmcv_installs_only_kd_plugins(
 def test_unsupported_mmcv_is_one_line_in_a_fresh_interpreter(tmp_path):
     """A user's mmcv 2.2.0 (too new for mmrazor 1.0.0): `import kd_plugins`
     and mmpretrain's own tools/train.py end with the one line."""
-    python, _ = scratch_env(str(tmp_path / 'env'), {'mmcv': '2.2.0'},
-                            str(tmp_path / 'wheels'))
+    python, _ = scratch_env(str(tmp_path / 'env'), {'mmcv': '2.2.0'})
     env = offline_env(PYTHONPATH=ROOT)
     line = ('kd_plugins.version_check.UnsupportedVersionError: kd_plugins '
             'needs mmcv>=2.0.0,<=2.1.0 (installed: mmcv 2.2.0). Fix: mim '
@@ -337,8 +332,7 @@ def test_unsupported_mmcv_is_one_line_in_a_fresh_interpreter(tmp_path):
 @pytest.mark.e2e  # starts pip and python
 def test_built_wheel_trains_a_shipped_config_outside_the_checkout(tmp_path):
     houses = wheelhouse(tmp_path / 'wheels')
-    python, site = scratch_env(str(tmp_path / 'env'), {'mmcv': '2.1.0'},
-                               houses)
+    python, site = scratch_env(str(tmp_path / 'env'), {'mmcv': '2.1.0'})
     src = source_copy(tmp_path / 'src')
     run([python, '-m', 'pip', 'wheel', '-q', '--no-index', '--no-deps',
          '--no-build-isolation', '-w', houses, src], cwd=str(tmp_path))

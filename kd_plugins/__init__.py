@@ -3,9 +3,9 @@
 ``version_check`` runs first: a missing or unsupported torch, mmcv,
 mmengine, mmpretrain or mmrazor is one line that names the versions and the
 install command (nothing else is imported before it). ``compat`` comes
-next: it fixes the known breakages of the pinned
-stack (mmrazor 1.0.0 on torch >= 2.1 and mmpretrain, weights-only resume,
-CPU launchers) before anything imports mmrazor.
+next: it fixes the known breakages of the supported stack (mmrazor 1.0.0 on
+torch >= 2.1 and mmpretrain, weights-only resume, CPU launchers) before
+anything imports mmrazor.
 """
 # isort: off
 from . import version_check  # (must stay first)

@@ -57,6 +57,7 @@ from mmrazor.registry import MODELS
 from ..errors import ConfigError
 from ..losses.tempered_kl import tempered_kl
 from ..utils.dist import global_batch_mean
+from ..utils.precision import at_least_float32
 
 BRANCHES = ('student_a', 'student_b')
 
@@ -69,7 +70,7 @@ def factor_spread(factor: torch.Tensor, detach: bool = True) -> torch.Tensor:
     so the value and the update equal a one-process run's."""
     if detach:
         factor = factor.detach()
-    n = F.normalize(factor.float().flatten(1), dim=1)
+    n = F.normalize(at_least_float32(factor).flatten(1), dim=1)
     return 1.0 - global_batch_mean(n).pow(2).sum()
 
 
@@ -137,7 +138,7 @@ class IEDML(BaseAlgorithm):
         peer_logits, peer_inh = peer_out[0].detach(), peer_out[1].detach()
         tau = self.dml_tau
         losses = {
-            'loss_ce': F.cross_entropy(logits.float(), labels),
+            'loss_ce': F.cross_entropy(at_least_float32(logits), labels),
             'loss_dml': self.dml_weight * tempered_kl(logits, peer_logits,
                                                       tau),
             'loss_inh': self.inherit_loss(f_inh, peer_inh),

@@ -44,6 +44,7 @@ from mmengine.model import BaseModel
 from mmrazor.registry import MODELS
 
 from ..errors import ConfigError
+from ..utils.precision import at_least_float32
 from ..utils.teacher import build_teacher, teachers_and_ckpts
 from .fast_distill import FastDistill, check_fast_path_options
 
@@ -52,7 +53,7 @@ COMBINE = ('mean_logits', 'mean_probs', 'confidence', 'per_teacher')
 
 def mean_logits(logits: Sequence[torch.Tensor]) -> torch.Tensor:
     """(1/K) sum_k z_k."""
-    return torch.stack([z.float() for z in logits]).mean(0)
+    return torch.stack([at_least_float32(z) for z in logits]).mean(0)
 
 
 def mean_probs(logits: Sequence[torch.Tensor], tau: float) -> torch.Tensor:
@@ -60,8 +61,8 @@ def mean_probs(logits: Sequence[torch.Tensor], tau: float) -> torch.Tensor:
     softmax is the mean of the teachers' tempered distributions (one
     teacher: its logits unchanged, which have the same softmax)."""
     if len(logits) == 1:
-        return logits[0].float()
-    logp = torch.stack([F.log_softmax(z.float() / tau, dim=1)
+        return at_least_float32(logits[0])
+    logp = torch.stack([F.log_softmax(at_least_float32(z) / tau, dim=1)
                         for z in logits])
     return tau * (torch.logsumexp(logp, dim=0) - torch.log(
         torch.tensor(float(len(logits)), device=logp.device)))
@@ -70,7 +71,8 @@ def mean_probs(logits: Sequence[torch.Tensor], tau: float) -> torch.Tensor:
 def confidence_weights(logits: Sequence[torch.Tensor],
                        labels: torch.Tensor) -> torch.Tensor:
     """(K, N) weights softmax_k(-CE(z_k, y)) per sample."""
-    ce = torch.stack([F.cross_entropy(z.float(), labels, reduction='none')
+    ce = torch.stack([F.cross_entropy(at_least_float32(z), labels,
+                                      reduction='none')
                       for z in logits])
     return F.softmax(-ce, dim=0)
 
@@ -79,7 +81,8 @@ def confidence_logits(logits: Sequence[torch.Tensor],
                       labels: torch.Tensor) -> torch.Tensor:
     """sum_k w_{k,n} z_{k,n} with the confidence weights."""
     w = confidence_weights(logits, labels)
-    return (w[:, :, None] * torch.stack([z.float() for z in logits])).sum(0)
+    stacked = torch.stack([at_least_float32(z) for z in logits])
+    return (w[:, :, None] * stacked).sum(0)
 
 
 class TeacherEnsemble(nn.Module):

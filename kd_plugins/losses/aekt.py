@@ -34,6 +34,7 @@ from mmengine.logging import MessageHub
 from mmrazor.registry import MODELS
 
 from ..errors import ConfigError
+from ..utils.precision import at_least_float32
 
 _NEG = -1e9  # "minus infinity" that keeps 0 * (a - b) finite
 
@@ -107,8 +108,8 @@ class AEKTLoss(nn.Module):
                 f'AEKTLoss: student logits {tuple(preds_S.shape)} and teacher '
                 f'logits {tuple(preds_T.shape)} must both be (N, C) with the '
                 'same number of classes.')
-        zs = preds_S.float() / self.tau
-        zt = preds_T.float() / self.tau
+        zs = at_least_float32(preds_S) / self.tau
+        zt = at_least_float32(preds_T) / self.tau
         mask = F.one_hot(gt_labels.reshape(-1).long(), zs.size(1)).bool()
 
         # explicit knowledge: binary [target, rest] distributions

@@ -22,8 +22,9 @@ def global_batch_mean(x: torch.Tensor) -> torch.Tensor:
     if world == 1 or not torch_dist.is_initialized():
         return x.mean(0)
     local_sum = x.sum(0)
-    stats = torch.cat([local_sum.detach().flatten().float(),
-                       local_sum.new_tensor([x.shape[0]]).float()])
+    dtype = torch.promote_types(x.dtype, torch.float32)  # float64 stays
+    stats = torch.cat([local_sum.detach().flatten().to(dtype),
+                       local_sum.new_tensor([x.shape[0]], dtype=dtype)])
     torch_dist.all_reduce(stats)
     n_global = stats[-1]
     mean = (stats[:-1] / n_global).view_as(local_sum).to(x.dtype)

@@ -306,7 +306,8 @@ def test_pip_install_beside_a_users_mmcv_installs_only_kd_plugins(
 @pytest.mark.e2e  # starts pip and python
 def test_unsupported_mmcv_is_one_line_in_a_fresh_interpreter(tmp_path):
     """A user's mmcv 2.2.0 (too new for mmrazor 1.0.0): `import kd_plugins`
-    and mmpretrain's own tools/train.py end with the one line."""
+    and mmpretrain's own tools/train.py end with the one line; kd_plugins'
+    tools/train.py prints that line alone."""
     python, _ = scratch_env(str(tmp_path / 'env'), {'mmcv': '2.2.0'})
     env = offline_env(PYTHONPATH=ROOT)
     line = ('kd_plugins.version_check.UnsupportedVersionError: kd_plugins '
@@ -324,6 +325,12 @@ def test_unsupported_mmcv_is_one_line_in_a_fresh_interpreter(tmp_path):
                check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == line
+    # kd_plugins' own tools: that line alone, no traceback
+    proc = run([python, osp.join(ROOT, 'tools/train.py'),
+                osp.join(ROOT, 'configs/demo/kd_digits.py')], str(tmp_path),
+               env, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == 'kd_plugins: ' + line.split(': ', 1)[1]
 
 
 # ---------------------------------------------------------------------------

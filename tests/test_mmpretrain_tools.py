@@ -24,10 +24,13 @@ from tests.conftest import MIM_TOOLS, ROOT, mmpretrain_tool, run_tool, tool_env
 
 pytestmark = pytest.mark.e2e
 
-# Digits, shrunk: 10 images a class (2 batches of 64 ... 1 of 100), 2
-# epochs (the warm-up scheduler needs more than one), logged every batch
-TINY = ['train_dataloader.dataset.num_per_class=10', 'train_cfg.max_epochs=2',
-        'train_cfg.val_interval=2', 'default_hooks.logger.interval=1']
+# Digits, shrunk: 10 training images a class (2 batches of 64), 2 epochs (the
+# warm-up scheduler needs more than one), logged every batch; validation and
+# test on 64 of the 360 test images
+TRAIN = ['train_dataloader.dataset.num_per_class=10', 'train_cfg.max_epochs=2',
+         'train_cfg.val_interval=2', 'default_hooks.logger.interval=1']
+TEST = ['test_dataloader.dataset.indices=64']
+TINY = TRAIN + ['val_dataloader.dataset.indices=64'] + TEST
 
 
 @pytest.fixture(scope='module')
@@ -53,7 +56,7 @@ def workspace(digits_teacher, tmp_path_factory):
     stage1 = str(ws / 'stage1')
     run_tool(['tools/train.py', 'configs/demo/ie_kd_stage1_digits.py',
               '--work-dir', stage1, '--cfg-options',
-              f'model.teacher_ckpt={teacher}', *TINY])
+              f'model.teacher_ckpt={teacher}', *TRAIN])
     shutil.copy(osp.join(stage1, 'epoch_2.pth'), demo / 'ie_stage1.pth')
     return ws
 
@@ -90,7 +93,8 @@ def _train_and_test(workspace, config):
     mmpretrain_tool('train.py', [config, '--work-dir', wd,
                                  '--cfg-options', *TINY], cwd=workspace)
     proc = mmpretrain_tool('test.py', [config, osp.join(wd, 'epoch_2.pth'),
-                                       '--work-dir', wd + '_test'],
+                                       '--work-dir', wd + '_test',
+                                       '--cfg-options', *TEST],
                            cwd=workspace)
     found = re.findall(r'accuracy/top1: ([\d.]+)', proc.stdout + proc.stderr)
     assert found, (proc.stdout + proc.stderr)[-3000:]

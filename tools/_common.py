@@ -11,9 +11,13 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, ROOT)
 
+try:  # first: its version check names a missing/unsupported stack
+    import kd_plugins  # noqa: E402,F401  (compat fixes before anything else)
+except Exception as err:  # noqa: BLE001 - only the version check's error
+    if type(err).__name__ != 'UnsupportedVersionError':
+        raise
+    raise SystemExit(f'kd_plugins: {err}')
 from mmengine.config import Config, ConfigDict  # noqa: E402
-
-import kd_plugins  # noqa: E402,F401  (compat fixes before anything else)
 
 
 def run_main(main, argv=None):

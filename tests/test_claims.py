@@ -144,7 +144,7 @@ def assert_printed(printed: str, value: float, what: str) -> None:
         half = 0.5 * 10**(int(exp) - _decimals(mant))
     else:
         half = 0.5 * 10**-_decimals(token)
-    assert abs(shown - value) <= half * (1 + 1e-9) + 1e-12, \
+    assert abs(shown - value) <= half * (1 + 1e-9), \
         f'{what}: the document says {printed!r}, the file gives {value!r}'
 
 

@@ -724,6 +724,29 @@ CLAIMS: List[Tuple[str, str, Callable[[Facts], Sequence[float]]]] = [
      r'([\d.]+)\)',
      lambda f: _span(f.both('ie_dml', 'inh_spread_a')
                      + f.both('ie_dml', 'inh_spread_b')) + [f.min_spread]),
+    # docs/configs.md: the schedules and the data set
+    ('docs/configs.md', r'`digits_cosine\.py`: SGD nesterov lr ([\d.]+), (\d+) '
+     r'epochs, one warm-up epoch, cosine\)',
+     lambda f: f.schedule('digits_cosine.py', warmup_end=1,
+                          last='CosineAnnealingLR')),
+    ('docs/configs.md', r'`configs/_base_/schedules/cifar100_kd_240e\.py` \(SGD '
+     r'([\d.]+), momentum ([\d.]+), wd ([\d.e-]+), x([\d.]+) at '
+     r'(\d+)/(\d+)/(\d+)\)',
+     lambda f: (lambda c: [c.optim_wrapper.optimizer.lr,
+                           c.optim_wrapper.optimizer.momentum,
+                           c.optim_wrapper.optimizer.weight_decay,
+                           c.param_scheduler.gamma,
+                           *c.param_scheduler.milestones])(
+         f.config('configs/_base_/schedules/cifar100_kd_240e.py'))),
+    ('docs/configs.md', r'\(random crop (\d+) pad (\d+), flip, batch (\d+)\)',
+     lambda f: (lambda c: [c.train_pipeline[0].crop_size,
+                           c.train_pipeline[0].padding,
+                           c.train_dataloader.batch_size])(
+         f.config('configs/_base_/datasets/cifar100_kd.py'))),
+    ('docs/configs.md', r'handwritten digits \(([\d,]+) real 8×8 images, (\d+) '
+     r'classes\),.*?train/test split \(([\d,]+) / (\d+)\)',
+     lambda f: [f.digits_sizes[0] + f.digits_sizes[1], f.digits_sizes[2],
+                f.digits_sizes[0], f.digits_sizes[1]]),
     # README / teacher_cache.md / speed.md: the cached rows
     ('README.md', r'Student alone ([\d.]+) ± ([\d.]+)\. Every cached row',
      lambda f: [f.row('few-labels', 'student', f.cache)['test']['mean'],
@@ -785,6 +808,16 @@ def _facts() -> Facts:
     # wall time of `jobs` trainings at a time: hours and minutes (to 5)
     f.wall = lambda hours: [int(hours / f.digits['jobs']), round(
         hours / f.digits['jobs'] % 1 * 60 / 5) * 5]
+    f.config = lambda rel: __import__('mmengine').Config.fromfile(
+        osp.join(ROOT, rel))
+
+    def schedule(name, warmup_end, last):
+        c = f.config(f'configs/_base_/schedules/{name}')
+        opt, sched = c.optim_wrapper.optimizer, c.param_scheduler
+        ok = (opt.nesterov and sched[0].end == warmup_end
+              and sched[-1].type == last)
+        return [opt.lr, c.train_cfg.max_epochs] if ok else [math.nan] * 2
+    f.schedule = schedule
     tune = [t for t in f.digits['tuning'] if t['row'] == 'student']
     f.student_chose_the_longest_largest = all(
         f.digits['choices'][g]['student'] == dict(

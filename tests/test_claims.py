@@ -387,8 +387,8 @@ def test_cifar_network_parameter_counts_are_the_published_or_built_ones():
 def test_compatibility_versions_table_is_version_check_and_the_makefile():
     from kd_plugins.version_check import SUPPORTED
     table = _find_tables('docs/compatibility.md', 'package')[0]
-    make = _read('Makefile')
-    pins = dict(re.findall(r'([\w-]+)==([\d.]+)', make))
+    all_pins = _makefile_pins()
+    pins = dict(all_pins['all'], **all_pins['x86_64'])
     for cells in table.rows:
         package = cells[0].split(' ')[0]
         if package in SUPPORTED:
@@ -402,6 +402,37 @@ def test_compatibility_versions_table_is_version_check_and_the_makefile():
         elif package == 'torch':
             assert cells[2].startswith(
                 f"{pins['torch']} / {pins['torchvision']}"), table.where
+
+
+def _makefile_pins() -> Dict[str, Dict[str, str]]:
+    """{'x86_64' / 'aarch64' / 'all': {package: version}} of the Makefile."""
+    text = _read('Makefile')
+    arm = re.search(r'ifeq.*aarch64.*?\n(.*?)\nelse\n(.*?)\nendif', text,
+                    re.S)
+    assert arm, 'Makefile: no aarch64 branch for the torch pins'
+    pins = dict(aarch64=dict(re.findall(r'([\w-]+)==([\d.]+)', arm.group(1))),
+                x86_64=dict(re.findall(r'([\w-]+)==([\d.]+)', arm.group(2))))
+    rest = text.replace(arm.group(0), '')
+    pins['all'] = dict(re.findall(r'([\w-]+)==([\d.]+)', rest))
+    return pins
+
+
+def test_stated_versions_are_the_makefiles():
+    """README's 'Installed versions' and compatibility.md's set-up line are
+    what make install installs."""
+    pins = _makefile_pins()
+    x86, arm, rest = pins['x86_64'], pins['aarch64'], pins['all']
+    readme = (f"Installed versions: torch {x86['torch']} on x86-64 "
+              f"({arm['torch']} on aarch64), mmcv-lite {rest['mmcv-lite']}, "
+              f"mmengine {rest['mmengine']}, mmpretrain {rest['mmpretrain']}, "
+              f"mmrazor {rest['mmrazor']}.")
+    assert readme in _flat('README.md'), readme
+    compat = (f"torch {x86['torch']} + torchvision {x86['torchvision']} "
+              f"(aarch64: {arm['torch']} + {arm['torchvision']}), mmcv-lite "
+              f"{rest['mmcv-lite']} when no `mmcv` distribution is installed "
+              f"there, mmengine {rest['mmengine']}, mmpretrain "
+              f"{rest['mmpretrain']}, mmrazor {rest['mmrazor']}")
+    assert compat in _flat('docs/compatibility.md'), compat
 
 
 def test_aekt_choices_table_is_the_configs():
@@ -725,12 +756,12 @@ CLAIMS: List[Tuple[str, str, Callable[[Facts], Sequence[float]]]] = [
      lambda f: _span(f.both('ie_dml', 'inh_spread_a')
                      + f.both('ie_dml', 'inh_spread_b')) + [f.min_spread]),
     # docs/configs.md: the schedules and the data set
-    ('docs/configs.md', r'`digits_cosine\.py`: SGD nesterov lr ([\d.]+), (\d+) '
-     r'epochs, one warm-up epoch, cosine\)',
+    ('docs/configs.md', r'`digits_cosine\.py`: SGD nesterov lr ([\d.]+), '
+     r'(\d+) epochs, one warm-up epoch, cosine\)',
      lambda f: f.schedule('digits_cosine.py', warmup_end=1,
                           last='CosineAnnealingLR')),
-    ('docs/configs.md', r'`configs/_base_/schedules/cifar100_kd_240e\.py` \(SGD '
-     r'([\d.]+), momentum ([\d.]+), wd ([\d.e-]+), x([\d.]+) at '
+    ('docs/configs.md', r'`configs/_base_/schedules/cifar100_kd_240e\.py` '
+     r'\(SGD ([\d.]+), momentum ([\d.]+), wd ([\d.e-]+), x([\d.]+) at '
      r'(\d+)/(\d+)/(\d+)\)',
      lambda f: (lambda c: [c.optim_wrapper.optimizer.lr,
                            c.optim_wrapper.optimizer.momentum,
@@ -743,8 +774,8 @@ CLAIMS: List[Tuple[str, str, Callable[[Facts], Sequence[float]]]] = [
                            c.train_pipeline[0].padding,
                            c.train_dataloader.batch_size])(
          f.config('configs/_base_/datasets/cifar100_kd.py'))),
-    ('docs/configs.md', r'handwritten digits \(([\d,]+) real 8×8 images, (\d+) '
-     r'classes\),.*?train/test split \(([\d,]+) / (\d+)\)',
+    ('docs/configs.md', r'handwritten digits \(([\d,]+) real 8×8 images, '
+     r'(\d+) classes\),.*?train/test split \(([\d,]+) / (\d+)\)',
      lambda f: [f.digits_sizes[0] + f.digits_sizes[1], f.digits_sizes[2],
                 f.digits_sizes[0], f.digits_sizes[1]]),
     # README / teacher_cache.md / speed.md: the cached rows

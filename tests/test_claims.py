@@ -450,9 +450,9 @@ def test_aekt_choices_table_is_the_configs():
     assert configs
     for path in configs:
         text = Config.fromfile(path).pretty_text
-        assert re.findall(r'ratio_max=([\d.]+)', text) and all(
-            float(v) == ratio for v in re.findall(r'ratio_max=([\d.]+)',
-                                                  text)), path
+        found = [float(v) for v in re.findall(r'ratio_max=([\d.]+)', text)]
+        assert found and set(found) == {ratio}, \
+            f'{_rel(path)}: ratio_max {found}, docs/methods/aekt.md {ratio}'
         assert all(float(v) == scale for v in re.findall(
             r'serialization_grad_scale=([\d.]+)', text)), path
     import inspect
@@ -460,6 +460,29 @@ def test_aekt_choices_table_is_the_configs():
     from kd_plugins.models.heads.aekt_head import AEKTHead
     assert inspect.signature(AEKTHead.__init__).parameters[
         'serialization_grad_scale'].default == scale
+
+
+def test_published_numbers_the_configs_cite_are_the_guides():
+    """Every config's ``paper_top1`` (what tools/reproduce.py prints beside
+    a run) is a number its method guide quotes (IE-KD's as an error)."""
+    from mmengine.config import Config
+    guides = {osp.basename(p)[:-3]: _flat(osp.relpath(p, ROOT)) for p in
+              glob.glob(osp.join(ROOT, 'docs', 'methods', '*.md'))}
+    checked = 0
+    for path in sorted(glob.glob(osp.join(ROOT, 'configs', '*.py'))):
+        cited = Config.fromfile(path).get('paper_top1')
+        if not cited:
+            continue
+        name = osp.basename(path)
+        guide = next((g for g in sorted(guides, key=len, reverse=True)
+                      if name.startswith(g)), 'aekt')  # KD: DKD's table
+        v = cited['top1']
+        forms = (f'{v:.2f}', f'{100 - v:.2f}')
+        assert any(re.search(rf'(?<![\d.]){re.escape(x)}(?![\d])',
+                             guides[guide]) for x in forms), \
+            f'{name}: paper_top1 {v} is not in docs/methods/{guide}.md'
+        checked += 1
+    assert checked >= 8, checked
 
 
 UNBACKED = {

@@ -6,7 +6,7 @@ import os.path as osp
 import pytest
 import torch
 
-from tests.conftest import (MID_EPOCH_2, MID_EPOCH_3, SMALL_TRAIN,
+from tests.conftest import (MID_EPOCH_2, MID_EPOCH_3, ROOT, SMALL_TRAIN,
                             assert_killed_after, assert_preempted,
                             last_val_top1, run_tool)
 
@@ -256,3 +256,35 @@ def test_gpu_check_dry_run_exercises_its_plumbing(tmp_path):
     assert 'targets' in bench
     assert 'DRY RUN' in (out / 'summary.md').read_text()
     assert 'summary.md' in proc.stdout
+
+
+def test_export_refuses_a_checkpoint_of_another_student(tmp_path):
+    """export: a checkpoint whose student is not this config's (here the
+    classifier has another width) is refused before anything is written."""
+    from mmengine.config import Config
+    from mmrazor.registry import MODELS
+
+    from kd_plugins.errors import CheckpointError
+    from kd_plugins.export import write_student
+    cfg = Config.fromfile(osp.join(ROOT, KD_CFG))
+    cfg.model.teacher_ckpt = None
+    state = MODELS.build(cfg.model.to_dict()).state_dict()
+    state['architecture.head.fc.weight'] = torch.zeros(10, 7)
+    out = tmp_path / 'student.pth'
+    with pytest.raises(CheckpointError, match=r'does not hold the student of '
+                       r'this config: .*1 shape mismatches'):
+        write_student(cfg, dict(state_dict=state), None, str(out), 'x.pth')
+    assert not out.exists()
+
+
+def test_plot_serialization_names_a_checkpoint_without_aekt(tmp_path):
+    """plot_serialization: a KD run's checkpoint has no AEKT serialization
+    layer; the message says so and which checkpoint to pass."""
+    from kd_plugins.errors import ArgumentError
+    from tests.conftest import load_tool
+    path = tmp_path / 'kd.pth'
+    torch.save(dict(state_dict={'architecture.head.fc.weight':
+                                torch.zeros(10, 32)}, meta={}), path)
+    with pytest.raises(ArgumentError, match='has no AEKT serialization '
+                       r'layer.*\n  Fix: pass a checkpoint of an AEKT run'):
+        load_tool('plot_serialization').load_serialization(str(path))
